@@ -1,0 +1,210 @@
+import { accessSync, constants, readFileSync, statSync } from 'node:fs';
+import { homedir, userInfo } from 'node:os';
+import { delimiter, isAbsolute, join } from 'node:path';
+
+import { parse as parseYaml, YAMLParseError } from 'yaml';
+
+import { invalidArgument } from '../../pkg/errdefs/errors.js';
+import { isLogLevel, type LogLevel } from '../../pkg/log/logger.js';
+import type { ToolPaths } from '../../pkg/node/preflight.js';
+
+// The agent's configuration: defaults from the user's XDG folders, then the
+// config file (YAML), then flags. This file and main.ts are the only places
+// that read the environment.
+
+export interface AgentConfig {
+  uid: number;
+  gid: number;
+  username: string;
+  configFile: string | undefined;
+  /** $XDG_RUNTIME_DIR (undefined when neither it nor /run/user/UID exists). */
+  xdgRuntimeDir: string | undefined;
+  /** $XDG_RUNTIME_DIR/usernode: socket, pid files, node namespace state. */
+  runtimeDir: string;
+  /** $XDG_DATA_HOME/usernode: records, images, logs. */
+  dataDir: string;
+  criSocket: string;
+  logLevel: LogLevel;
+  network: { mtu: number; podCIDR: string; bridge: string; networkName: string };
+  tools: ToolPaths & { sleep: string | undefined };
+}
+
+/** Derived paths, so every subcommand agrees on them. */
+export function pathsOf(c: AgentConfig) {
+  return {
+    agentPid: join(c.runtimeDir, 'agent.pid'),
+    runtimePid: join(c.runtimeDir, 'runtime.pid'),
+    rootlesskitState: join(c.runtimeDir, 'rootlesskit'),
+    nodeNamespaceRecord: join(c.runtimeDir, 'node-namespace.json'),
+    rootlesskitLog: join(c.runtimeDir, 'rootlesskit.log'),
+    resolvedConfig: join(c.runtimeDir, 'runtime-config.json'),
+    cniConfDir: join(c.dataDir, 'cni', 'net.d'),
+    cniIpamDir: join(c.dataDir, 'cni', 'ipam'),
+    imagesDir: join(c.dataDir, 'images'),
+    snapshotsDir: join(c.dataDir, 'snapshots'),
+  };
+}
+
+// Tools live in sbin folders a normal user's PATH lacks (DESIGN.md, host facts).
+const toolDirs = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'];
+
+export function findTool(name: string, pathEnv: string | undefined): string | undefined {
+  const dirs = [...toolDirs, ...(pathEnv ?? '').split(delimiter).filter(Boolean)];
+  for (const d of dirs) {
+    const p = join(d, name);
+    try {
+      accessSync(p, constants.X_OK);
+      if (statSync(p).isFile()) return p;
+    } catch {
+      // Not here.
+    }
+  }
+  return undefined;
+}
+
+/** PATH for the processes the agent starts: sbin folders first, then the user's. */
+export function toolPath(pathEnv: string | undefined): string {
+  return [...toolDirs, ...(pathEnv ?? '').split(delimiter).filter(Boolean)].filter((d, i, a) => a.indexOf(d) === i).join(delimiter);
+}
+
+export interface ConfigFlags {
+  config?: string | undefined;
+  logLevel?: string | undefined;
+  criSocket?: string | undefined;
+}
+
+const toolKeys = ['rootlesskit', 'slirp4netns', 'newuidmap', 'newgidmap', 'runc', 'conmon', 'nsenter', 'iptables', 'sleep'] as const;
+const topKeys = ['criSocket', 'dataDir', 'runtimeDir', 'logLevel', 'network', 'tools'] as const;
+const networkKeys = ['mtu', 'podCIDR', 'bridge'] as const;
+
+export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.env): AgentConfig {
+  const me = userInfo();
+  const home = env.HOME || homedir();
+  const defaultFile = join(env.XDG_CONFIG_HOME || join(home, '.config'), 'usernode', 'config.yaml');
+  let configFile = flags.config;
+  if (configFile === undefined && exists(defaultFile)) configFile = defaultFile;
+  const file = configFile === undefined ? {} : readConfigFile(configFile, flags.config !== undefined ? '--config' : defaultFile);
+  const where = configFile ?? 'config';
+
+  const xdgRuntimeDir = env.XDG_RUNTIME_DIR || (exists(`/run/user/${me.uid}`) ? `/run/user/${me.uid}` : undefined);
+  const runtimeDir = str(file, 'runtimeDir', where) ?? join(xdgRuntimeDir ?? `/run/user/${me.uid}`, 'usernode');
+  const dataDir = str(file, 'dataDir', where) ?? join(env.XDG_DATA_HOME || join(home, '.local', 'share'), 'usernode');
+  const criSocket = flags.criSocket ?? str(file, 'criSocket', where) ?? join(runtimeDir, 'cri.sock');
+  for (const [key, p] of [['runtimeDir', runtimeDir], ['dataDir', dataDir], ['criSocket', criSocket]] as const) {
+    if (!isAbsolute(p)) throw invalidArgument(`${key} must be an absolute path, got "${p}"`, { field: key });
+  }
+  if (Buffer.byteLength(criSocket) > 107) {
+    throw invalidArgument(`criSocket path is ${Buffer.byteLength(criSocket)} bytes; unix sockets allow 107: ${criSocket}`, { field: 'criSocket' });
+  }
+
+  const level = flags.logLevel ?? str(file, 'logLevel', where) ?? 'info';
+  if (!isLogLevel(level)) {
+    throw invalidArgument(`log level must be one of debug, info, warn, error; got "${level}"`, { field: flags.logLevel ? '--log-level' : `${where}: logLevel` });
+  }
+
+  const net = obj(file, 'network', where, networkKeys);
+  const mtu = net.mtu ?? 65520;
+  if (typeof mtu !== 'number' || !Number.isInteger(mtu) || mtu < 1280 || mtu > 65520) {
+    throw invalidArgument(`network.mtu must be an integer between 1280 and 65520, got ${JSON.stringify(mtu)}`, { field: `${where}: network.mtu` });
+  }
+  const podCIDR = net.podCIDR ?? '10.88.0.0/16';
+  if (typeof podCIDR !== 'string' || !/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/.test(podCIDR)) {
+    throw invalidArgument(`network.podCIDR must be an IPv4 CIDR such as 10.88.0.0/16, got ${JSON.stringify(podCIDR)}`, { field: `${where}: network.podCIDR` });
+  }
+  const bridge = net.bridge ?? 'usernode0';
+  if (typeof bridge !== 'string' || !/^[a-zA-Z0-9_.-]{1,15}$/.test(bridge)) {
+    throw invalidArgument(`network.bridge must be an interface name of at most 15 characters, got ${JSON.stringify(bridge)}`, { field: `${where}: network.bridge` });
+  }
+
+  const t = obj(file, 'tools', where, [...toolKeys, 'cniBinDir']);
+  const tool = (k: (typeof toolKeys)[number]): string | undefined => {
+    const v = t[k];
+    if (v === undefined) return findTool(k, env.PATH);
+    if (typeof v !== 'string' || !isAbsolute(v)) throw invalidArgument(`tools.${k} must be an absolute path`, { field: `${where}: tools.${k}` });
+    return v;
+  };
+  const cniBinDir = t.cniBinDir ?? '/usr/lib/cni';
+  if (typeof cniBinDir !== 'string' || !isAbsolute(cniBinDir)) {
+    throw invalidArgument('tools.cniBinDir must be an absolute path', { field: `${where}: tools.cniBinDir` });
+  }
+
+  return {
+    uid: me.uid,
+    gid: me.gid,
+    username: me.username,
+    configFile,
+    xdgRuntimeDir,
+    runtimeDir,
+    dataDir,
+    criSocket,
+    logLevel: level,
+    network: { mtu, podCIDR, bridge, networkName: 'usernode' },
+    tools: {
+      rootlesskit: tool('rootlesskit'),
+      slirp4netns: tool('slirp4netns'),
+      newuidmap: tool('newuidmap'),
+      newgidmap: tool('newgidmap'),
+      runc: tool('runc'),
+      conmon: tool('conmon'),
+      nsenter: tool('nsenter'),
+      iptables: tool('iptables'),
+      sleep: tool('sleep'),
+      cniBinDir,
+    },
+  };
+}
+
+type Table = Record<string, unknown>;
+
+function readConfigFile(path: string, source: string): Table {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e: unknown) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw invalidArgument(`config file ${path} ${code === 'ENOENT' ? 'does not exist' : `cannot be read (${code})`}`, { field: source });
+  }
+  let doc: unknown;
+  try {
+    doc = parseYaml(text);
+  } catch (e: unknown) {
+    const where = e instanceof YAMLParseError && e.linePos ? ` at line ${e.linePos[0].line}, column ${e.linePos[0].col}` : '';
+    const first = (e as Error).message.split('\n')[0];
+    throw invalidArgument(`config file ${path} is not valid YAML${where}: ${first}`, { field: source });
+  }
+  if (doc === null || doc === undefined) return {};
+  if (typeof doc !== 'object' || Array.isArray(doc)) throw invalidArgument(`config file ${path} must hold a mapping of settings`, { field: source });
+  const table = doc as Table;
+  for (const k of Object.keys(table)) {
+    if (!(topKeys as readonly string[]).includes(k)) {
+      throw invalidArgument(`config file ${path}: unknown setting "${k}" (known: ${topKeys.join(', ')})`, { field: `${path}: ${k}` });
+    }
+  }
+  return table;
+}
+
+function str(t: Table, key: string, where: string): string | undefined {
+  const v = t[key];
+  if (v === undefined) return undefined;
+  if (typeof v !== 'string' || v === '') throw invalidArgument(`${key} must be a non-empty string`, { field: `${where}: ${key}` });
+  return v;
+}
+
+function obj(t: Table, key: string, where: string, known: readonly string[]): Table {
+  const v = t[key];
+  if (v === undefined || v === null) return {};
+  if (typeof v !== 'object' || Array.isArray(v)) throw invalidArgument(`${key} must be a mapping`, { field: `${where}: ${key}` });
+  for (const k of Object.keys(v)) {
+    if (!known.includes(k)) throw invalidArgument(`unknown setting "${key}.${k}" (known: ${known.join(', ')})`, { field: `${where}: ${key}.${k}` });
+  }
+  return v as Table;
+}
+
+function exists(p: string): boolean {
+  try {
+    statSync(p);
+    return true;
+  } catch {
+    return false;
+  }
+}

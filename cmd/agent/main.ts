@@ -1,0 +1,123 @@
+#!/usr/bin/env node
+import { parseArgs } from 'node:util';
+
+import { isDomainError, messageOf } from '../../pkg/errdefs/errors.js';
+import { check } from './check.js';
+import { loadConfig } from './config.js';
+import { enter } from './enter.js';
+import { runNode } from './run.js';
+import { runRuntime } from './runtime.js';
+import { stop } from './stop.js';
+import { agentVersion } from './version.js';
+
+// usernode: a Kubernetes node an ordinary Linux user can run.
+
+const usage = `usage: usernode <command> [flags]
+
+commands:
+  run      start the node: the node namespace, the CRI runtime, the node agent
+  check    report every missing host prerequisite and the command that fixes it
+  enter    run a command inside the node namespace: usernode enter [-- CMD ARGS...]
+  stop     stop the agent, every pod and the node namespace
+  version  print the version
+
+flags (run, check, enter, stop):
+  --config FILE        YAML config file (default: $XDG_CONFIG_HOME/usernode/config.yaml if present)
+  --log-level LEVEL    debug, info, warn or error (run only; default info)
+  --cri-socket PATH    CRI socket (default: $XDG_RUNTIME_DIR/usernode/cri.sock)
+  -h, --help           this help
+`;
+
+const commonOptions = {
+  config: { type: 'string' },
+  'cri-socket': { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+class UsageError extends Error {}
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (command === undefined || command === '-h' || command === '--help' || command === 'help') {
+    process.stdout.write(usage);
+    return command === undefined ? 2 : 0;
+  }
+  if (command === 'version' || command === '--version') {
+    process.stdout.write(`usernode ${agentVersion}\n`);
+    return 0;
+  }
+  if (command === 'runtime') {
+    // Internal: the runtime half, started by `run` inside the node namespace.
+    const { values } = parse(command, rest, { 'resolved-config': { type: 'string' } });
+    if (typeof values['resolved-config'] !== 'string') throw new UsageError('usernode runtime: --resolved-config is required');
+    return runRuntime(values['resolved-config']);
+  }
+  if (!['run', 'check', 'enter', 'stop'].includes(command)) throw new UsageError(`usernode: unknown command "${command}"\n\n${usage}`);
+
+  if (process.getuid?.() === 0 && command !== 'check') {
+    process.stderr.write(
+      `usernode ${command}: refusing to run as root: usernode is rootless by design.\n` +
+        'Run it as an ordinary user; set the host up once with: sudo scripts/host-setup.sh USER\n',
+    );
+    return 1;
+  }
+
+  const split = rest.indexOf('--');
+  const flagArgs = command === 'enter' && split >= 0 ? rest.slice(0, split) : rest;
+  const tail = command === 'enter' && split >= 0 ? rest.slice(split + 1) : [];
+  const options: OptionsConfig = command === 'run' ? { ...commonOptions, 'log-level': { type: 'string' } } : { ...commonOptions };
+  const { values, positionals } = parse(command, flagArgs, options);
+  if (values.help) {
+    process.stdout.write(usage);
+    return 0;
+  }
+  if (positionals.length > 0) {
+    throw new UsageError(`usernode ${command}: unexpected argument "${positionals[0]}"${command === 'enter' ? ' (put the command after --)' : ''}`);
+  }
+  const config = loadConfig({
+    config: values.config as string | undefined,
+    criSocket: values['cri-socket'] as string | undefined,
+    logLevel: values['log-level'] as string | undefined,
+  });
+  switch (command) {
+    case 'run':
+      return runNode(config, process.env);
+    case 'check':
+      return check(config, process.env);
+    case 'enter':
+      return enter(config, process.env, tail);
+    case 'stop':
+      return stop(config, process.env);
+    default:
+      return 2;
+  }
+}
+
+type OptionsConfig = NonNullable<NonNullable<Parameters<typeof parseArgs>[0]>['options']>;
+
+function parse(
+  command: string,
+  args: string[],
+  options: OptionsConfig,
+): { values: Record<string, string | boolean | undefined>; positionals: string[] } {
+  try {
+    const r = parseArgs({ args, options, allowPositionals: true, strict: true });
+    return { values: r.values as Record<string, string | boolean | undefined>, positionals: r.positionals };
+  } catch (e: unknown) {
+    const m = /'(-[^']+)'/.exec(messageOf(e));
+    throw new UsageError(`usernode ${command}: ${m ? `unknown or malformed flag ${m[1]}` : messageOf(e)} (see usernode ${command} --help)`);
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (e: unknown) => {
+    if (e instanceof UsageError) {
+      process.stderr.write(`${e.message}\n`);
+      process.exit(2);
+    }
+    const command = process.argv[2] ?? '';
+    process.stderr.write(`usernode ${command}: ${isDomainError(e) && e.field && !e.message.includes(e.field) ? `${e.field}: ` : ''}${messageOf(e)}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,123 @@
+import { access, constants, mkdir, readFile } from 'node:fs/promises';
+
+import { CriServer } from '../../pkg/cri/server.js';
+import type { CriContext, RuntimeHealth } from '../../pkg/cri/context.js';
+import { createLogger } from '../../pkg/log/logger.js';
+import { checkPodNetwork, writeConflist } from '../../pkg/netns/cni/conflist.js';
+import type { NodeNamespace } from '../../pkg/netns/node_namespace.js';
+import { detectCgroups } from '../../pkg/sandbox/cgroups.js';
+import { type AgentConfig, pathsOf } from './config.js';
+import { agentVersion } from './version.js';
+
+// The runtime half: started by the node half through nsenter, it runs as uid 0
+// of the node's user namespace, inside the node's network and mount
+// namespaces, and serves the CRI. It holds no state of its own in memory that
+// is not on disk, so it may be stopped and started at will.
+
+interface Resolved {
+  config: AgentConfig;
+  nodeNamespace: NodeNamespace;
+}
+
+export async function runRuntime(resolvedPath: string): Promise<number> {
+  const { config: c, nodeNamespace: ns } = JSON.parse(await readFile(resolvedPath, 'utf8')) as Resolved;
+  const log = createLogger({ level: c.logLevel, component: 'runtime' });
+  const uidMap = await readFile('/proc/self/uid_map', 'utf8');
+  if (/^\s*0\s+0\s+4294967295\s*$/.test(uidMap)) {
+    process.stderr.write('usernode runtime: must run inside the node namespace; start it with "usernode run"\n');
+    return 1;
+  }
+  const p = pathsOf(c);
+  for (const d of [p.cniIpamDir, p.imagesDir, p.snapshotsDir]) await mkdir(d, { recursive: true, mode: 0o700 });
+  const conflist = await writeConflist(p.cniConfDir, {
+    networkName: c.network.networkName,
+    bridge: c.network.bridge,
+    podCIDR: c.network.podCIDR,
+    mtu: c.network.mtu,
+    ipamDataDir: p.cniIpamDir,
+  });
+  const cgroups = await detectCgroups();
+  if (!cgroups.canEnforceLimits) log.warn('resource limits will not be enforced', { reason: cgroups.reason });
+
+  let serving = false;
+  const ctx: CriContext = {
+    log: log.child('cri'),
+    version: agentVersion,
+    cgroupDriver: 'CGROUPFS',
+    features: { userNamespaces: false, recursiveReadOnlyMounts: false },
+    dirs: { images: p.imagesDir, snapshots: p.snapshotsDir },
+    ready: () => serving,
+    health: async (): Promise<RuntimeHealth> => {
+      const missing: string[] = [];
+      for (const [name, path] of [['runc', c.tools.runc], ['conmon', c.tools.conmon]] as const) {
+        if (!path || !(await executable(path))) missing.push(name);
+      }
+      const dataWritable = await access(c.dataDir, constants.W_OK).then(
+        () => true,
+        () => false,
+      );
+      const net = await checkPodNetwork(c.tools.cniBinDir, conflist);
+      const uplink = await defaultRouteVia('tap0');
+      return {
+        runtime:
+          missing.length > 0
+            ? { ready: false, reason: 'OCIRuntimeMissing', message: `not found or not executable: ${missing.join(', ')} (apt-get install runc conmon)` }
+            : !dataWritable
+              ? { ready: false, reason: 'StateDirNotWritable', message: `${c.dataDir} is not writable` }
+              : { ready: true, reason: '', message: '' },
+        network: !net.ready
+          ? { ready: false, reason: 'NetworkPluginNotReady', message: net.message }
+          : !uplink
+            ? { ready: false, reason: 'NodeNetworkDown', message: 'no default route through tap0 (slirp4netns) in the node namespace' }
+            : { ready: true, reason: '', message: '' },
+      };
+    },
+    verboseInfo: async () => ({
+      config: JSON.stringify({
+        criSocket: c.criSocket,
+        runtimeDir: c.runtimeDir,
+        dataDir: c.dataDir,
+        network: c.network,
+        tools: c.tools,
+        cgroupDriver: 'cgroupfs',
+      }),
+      nodeNamespace: JSON.stringify({ driver: 'rootlesskit', ...ns, uidMap: uidMap.trim().split('\n').map((l) => l.trim().split(/\s+/).map(Number)) }),
+      cniconfig: await readFile(conflist, 'utf8').then((t) => JSON.stringify(JSON.parse(t))),
+      rootless: JSON.stringify({ cgroups, unenforced: cgroups.canEnforceLimits ? [] : ['cpu', 'memory', 'pids', 'hugepages'] }),
+    }),
+  };
+
+  const server = new CriServer({ socketPath: c.criSocket, ctx, uid: process.getuid?.() ?? 0 });
+  await server.start();
+  serving = true;
+  await new Promise<void>((resolve) => {
+    for (const sig of ['SIGTERM', 'SIGINT'] as const) process.once(sig, () => resolve());
+  });
+  serving = false;
+  log.info('runtime half stopping');
+  await server.stop();
+  return 0;
+}
+
+async function executable(path: string): Promise<boolean> {
+  return access(path, constants.X_OK).then(
+    () => true,
+    () => false,
+  );
+}
+
+/**
+ * /proc/net is the reader's network namespace (unlike /sys, which stays the
+ * host's here); the kernel drops an interface's routes when it goes down.
+ */
+async function defaultRouteVia(iface: string): Promise<boolean> {
+  try {
+    const rows = (await readFile('/proc/net/route', 'utf8')).split('\n').slice(1);
+    return rows.some((r) => {
+      const [name, dest] = r.trim().split(/\s+/);
+      return name === iface && dest === '00000000';
+    });
+  } catch {
+    return false;
+  }
+}

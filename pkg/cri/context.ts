@@ -1,0 +1,33 @@
+import type { Logger } from '../log/logger.js';
+
+// What the CRI handlers may use. cmd/agent builds it from the real stores and
+// drivers; unit tests build it from fakes.
+
+export interface Condition {
+  ready: boolean;
+  /** CamelCase reason when not ready, as kubelet shows it. */
+  reason: string;
+  message: string;
+}
+
+export interface RuntimeHealth {
+  runtime: Condition;
+  network: Condition;
+}
+
+export interface CriContext {
+  log: Logger;
+  /** usernode's own version (Version.runtime_version). */
+  version: string;
+  cgroupDriver: 'CGROUPFS' | 'SYSTEMD';
+  /** The conditions Status reports, worked out afresh on each call. */
+  health(): Promise<RuntimeHealth>;
+  /** Status verbose info: key → JSON text, as containerd's `crictl info` shows. */
+  verboseInfo(): Promise<Record<string, string>>;
+  /** False while the runtime half starts or stops; RPCs other than Version and Status get UNAVAILABLE. */
+  ready(): boolean;
+  /** Where images and container snapshots live (ImageFsInfo). */
+  dirs: { images: string; snapshots: string };
+  /** Runtime handler features (Status.runtime_handlers). */
+  features: { userNamespaces: boolean; recursiveReadOnlyMounts: boolean };
+}

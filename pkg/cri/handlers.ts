@@ -1,0 +1,18 @@
+import { imageFsInfo } from './image_fs_info.js';
+import type { UnaryHandler } from './instrumented.js';
+import { runtimeConfig } from './runtime_config.js';
+import { status } from './status.js';
+import { version } from './version.js';
+
+// The registry of built RPCs, one file each. Every RPC of the two services
+// that is not listed here answers UNIMPLEMENTED with its name (server.ts).
+
+export const runtimeServiceHandlers: Readonly<Record<string, UnaryHandler>> = {
+  Version: version,
+  Status: status,
+  RuntimeConfig: runtimeConfig,
+};
+
+export const imageServiceHandlers: Readonly<Record<string, UnaryHandler>> = {
+  ImageFsInfo: imageFsInfo,
+};

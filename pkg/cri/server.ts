@@ -1,0 +1,149 @@
+import { chmod, lstat, mkdir, rm, stat } from 'node:fs/promises';
+import { connect } from 'node:net';
+import { dirname } from 'node:path';
+
+import * as grpc from '@grpc/grpc-js';
+
+import { loadCri } from '../../proto/cri.js';
+import { alreadyExists, failedPrecondition, messageOf } from '../errdefs/errors.js';
+import type { CriContext } from './context.js';
+import { imageServiceHandlers, runtimeServiceHandlers } from './handlers.js';
+import { instrumentStreaming, instrumentUnary, MalformedRequest, type OperationObserver, type UnaryHandler } from './instrumented.js';
+
+// The CRI v1 gRPC server on a unix socket: runtime.v1.RuntimeService and
+// runtime.v1.ImageService, every RPC of both registered (built ones from
+// handlers.ts, the rest UNIMPLEMENTED).
+
+export interface CriServerOptions {
+  socketPath: string;
+  ctx: CriContext;
+  observe?: OperationObserver;
+  /** The uid that must own an existing socket before it may be replaced. */
+  uid: number;
+}
+
+export class CriServer {
+  private server: grpc.Server | undefined;
+
+  constructor(private readonly opts: CriServerOptions) {}
+
+  async start(): Promise<void> {
+    const { socketPath, ctx } = this.opts;
+    const observe = this.opts.observe ?? (() => {});
+    await prepareSocketPath(socketPath, this.opts.uid);
+    const server = new grpc.Server({ 'grpc.max_receive_message_length': 16 * 1024 * 1024 });
+    const cri = loadCri();
+    server.addService(
+      tolerant(cri.runtime.v1.RuntimeService.service),
+      implement('RuntimeService', cri.runtime.v1.RuntimeService.service, runtimeServiceHandlers, ctx, observe),
+    );
+    server.addService(
+      tolerant(cri.runtime.v1.ImageService.service),
+      implement('ImageService', cri.runtime.v1.ImageService.service, imageServiceHandlers, ctx, observe),
+    );
+    // The socket is made 0600 before anyone can connect: umask for the bind, chmod after.
+    const oldMask = process.umask(0o177);
+    try {
+      await new Promise<void>((resolve, reject) =>
+        server.bindAsync(`unix://${socketPath}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
+      );
+    } finally {
+      process.umask(oldMask);
+    }
+    await chmod(socketPath, 0o600);
+    this.server = server;
+    ctx.log.info('CRI server listening', { socket: socketPath });
+  }
+
+  /** Stops accepting calls, lets running ones finish (up to `graceMs`), removes the socket. Idempotent. */
+  async stop(graceMs = 5000): Promise<void> {
+    const server = this.server;
+    this.server = undefined;
+    if (server) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          server.forceShutdown();
+          resolve();
+        }, graceMs);
+        server.tryShutdown(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+    await rm(this.opts.socketPath, { force: true });
+  }
+}
+
+function implement(
+  service: string,
+  def: grpc.ServiceDefinition,
+  handlers: Readonly<Record<string, UnaryHandler>>,
+  ctx: CriContext,
+  observe: OperationObserver,
+): grpc.UntypedServiceImplementation {
+  const impl: grpc.UntypedServiceImplementation = {};
+  for (const [name, method] of Object.entries(def)) {
+    const rpc = method.originalName ?? name;
+    impl[rpc] = method.responseStream
+      ? instrumentStreaming(service, name, ctx, observe)
+      : instrumentUnary(service, name, handlers[name], ctx, observe);
+  }
+  return impl;
+}
+
+/**
+ * The service definition with a request decoder that never throws: grpc-js
+ * would answer INTERNAL for bytes that do not decode, the CRI contract is
+ * INVALID_ARGUMENT, and only the wrapper maps errors to codes.
+ */
+function tolerant(def: grpc.ServiceDefinition): grpc.ServiceDefinition {
+  return Object.fromEntries(
+    Object.entries(def).map(([name, method]) => [
+      name,
+      {
+        ...method,
+        requestDeserialize: (bytes: Buffer): unknown => {
+          try {
+            return method.requestDeserialize(bytes);
+          } catch (e: unknown) {
+            return new MalformedRequest(messageOf(e));
+          }
+        },
+      },
+    ]),
+  ) as grpc.ServiceDefinition;
+}
+
+/**
+ * The socket folder is made 0700. An existing path is replaced only when it
+ * is a socket of ours that nobody answers on (left by a crash); anything else
+ * is an error naming the path.
+ */
+export async function prepareSocketPath(path: string, uid: number): Promise<void> {
+  const dir = dirname(path);
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const d = await stat(dir);
+  if ((d.mode & 0o077) !== 0) await chmod(dir, 0o700);
+  let st;
+  try {
+    st = await lstat(path);
+  } catch {
+    return;
+  }
+  if (!st.isSocket()) throw failedPrecondition(`${path} exists and is not a socket; move it away or choose another criSocket`, { field: 'criSocket' });
+  if (st.uid !== uid) throw failedPrecondition(`${path} is a socket owned by uid ${st.uid}, not by this user`, { field: 'criSocket' });
+  if (await answers(path)) throw alreadyExists(`another CRI server is already listening on ${path}`, { field: 'criSocket' });
+  await rm(path, { force: true });
+}
+
+function answers(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect(path);
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
