@@ -91,41 +91,41 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
   const dataDir = str(file, 'dataDir', where) ?? join(env.XDG_DATA_HOME || join(home, '.local', 'share'), 'usernode');
   const criSocket = flags.criSocket ?? str(file, 'criSocket', where) ?? join(runtimeDir, 'cri.sock');
   for (const [key, p] of [['runtimeDir', runtimeDir], ['dataDir', dataDir], ['criSocket', criSocket]] as const) {
-    if (!isAbsolute(p)) throw invalidArgument(`${key} must be an absolute path, got "${p}"`, { field: key });
+    if (!isAbsolute(p)) throw bad(`${key} must be an absolute path, got "${p}"`, { field: key });
   }
   if (Buffer.byteLength(criSocket) > 107) {
-    throw invalidArgument(`criSocket path is ${Buffer.byteLength(criSocket)} bytes; unix sockets allow 107: ${criSocket}`, { field: 'criSocket' });
+    throw bad(`criSocket path is ${Buffer.byteLength(criSocket)} bytes; unix sockets allow 107: ${criSocket}`, { field: 'criSocket' });
   }
 
   const level = flags.logLevel ?? str(file, 'logLevel', where) ?? 'info';
   if (!isLogLevel(level)) {
-    throw invalidArgument(`log level must be one of debug, info, warn, error; got "${level}"`, { field: flags.logLevel ? '--log-level' : `${where}: logLevel` });
+    throw bad(`log level must be one of debug, info, warn, error; got "${level}"`, { field: flags.logLevel ? '--log-level' : `${where}: logLevel` });
   }
 
   const net = obj(file, 'network', where, networkKeys);
   const mtu = net.mtu ?? 65520;
   if (typeof mtu !== 'number' || !Number.isInteger(mtu) || mtu < 1280 || mtu > 65520) {
-    throw invalidArgument(`network.mtu must be an integer between 1280 and 65520, got ${JSON.stringify(mtu)}`, { field: `${where}: network.mtu` });
+    throw bad(`network.mtu must be an integer between 1280 and 65520, got ${JSON.stringify(mtu)}`, { field: `${where}: network.mtu` });
   }
   const podCIDR = net.podCIDR ?? '10.88.0.0/16';
   if (typeof podCIDR !== 'string' || !/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/.test(podCIDR)) {
-    throw invalidArgument(`network.podCIDR must be an IPv4 CIDR such as 10.88.0.0/16, got ${JSON.stringify(podCIDR)}`, { field: `${where}: network.podCIDR` });
+    throw bad(`network.podCIDR must be an IPv4 CIDR such as 10.88.0.0/16, got ${JSON.stringify(podCIDR)}`, { field: `${where}: network.podCIDR` });
   }
   const bridge = net.bridge ?? 'usernode0';
   if (typeof bridge !== 'string' || !/^[a-zA-Z0-9_.-]{1,15}$/.test(bridge)) {
-    throw invalidArgument(`network.bridge must be an interface name of at most 15 characters, got ${JSON.stringify(bridge)}`, { field: `${where}: network.bridge` });
+    throw bad(`network.bridge must be an interface name of at most 15 characters, got ${JSON.stringify(bridge)}`, { field: `${where}: network.bridge` });
   }
 
   const t = obj(file, 'tools', where, [...toolKeys, 'cniBinDir']);
   const tool = (k: (typeof toolKeys)[number]): string | undefined => {
     const v = t[k];
     if (v === undefined) return findTool(k, env.PATH);
-    if (typeof v !== 'string' || !isAbsolute(v)) throw invalidArgument(`tools.${k} must be an absolute path`, { field: `${where}: tools.${k}` });
+    if (typeof v !== 'string' || !isAbsolute(v)) throw bad(`tools.${k} must be an absolute path`, { field: `${where}: tools.${k}` });
     return v;
   };
   const cniBinDir = t.cniBinDir ?? '/usr/lib/cni';
   if (typeof cniBinDir !== 'string' || !isAbsolute(cniBinDir)) {
-    throw invalidArgument('tools.cniBinDir must be an absolute path', { field: `${where}: tools.cniBinDir` });
+    throw bad('tools.cniBinDir must be an absolute path', { field: `${where}: tools.cniBinDir` });
   }
 
   return {
@@ -156,28 +156,36 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
 
 type Table = Record<string, unknown>;
 
+/** An InvalidArgument whose message starts with the offending setting, flag or file. */
+function bad(message: string, o: { field: string }): Error {
+  if (message.includes(o.field)) return invalidArgument(message, o);
+  const key = o.field.split(': ').pop() ?? '';
+  if (key && message.startsWith(`${key} `)) return invalidArgument(`${o.field} ${message.slice(key.length + 1)}`, o);
+  return invalidArgument(`${o.field}: ${message}`, o);
+}
+
 function readConfigFile(path: string, source: string): Table {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
   } catch (e: unknown) {
     const code = (e as NodeJS.ErrnoException).code;
-    throw invalidArgument(`config file ${path} ${code === 'ENOENT' ? 'does not exist' : `cannot be read (${code})`}`, { field: source });
+    throw bad(`config file ${path} ${code === 'ENOENT' ? 'does not exist' : `cannot be read (${code})`}`, { field: source });
   }
   let doc: unknown;
   try {
     doc = parseYaml(text);
   } catch (e: unknown) {
     const where = e instanceof YAMLParseError && e.linePos ? ` at line ${e.linePos[0].line}, column ${e.linePos[0].col}` : '';
-    const first = (e as Error).message.split('\n')[0];
-    throw invalidArgument(`config file ${path} is not valid YAML${where}: ${first}`, { field: source });
+    const first = (e as Error).message.split("\n")[0]?.replace(/ at line \d+, column \d+:?$/, "");
+    throw bad(`config file ${path} is not valid YAML${where}: ${first}`, { field: source });
   }
   if (doc === null || doc === undefined) return {};
-  if (typeof doc !== 'object' || Array.isArray(doc)) throw invalidArgument(`config file ${path} must hold a mapping of settings`, { field: source });
+  if (typeof doc !== 'object' || Array.isArray(doc)) throw bad(`config file ${path} must hold a mapping of settings`, { field: source });
   const table = doc as Table;
   for (const k of Object.keys(table)) {
     if (!(topKeys as readonly string[]).includes(k)) {
-      throw invalidArgument(`config file ${path}: unknown setting "${k}" (known: ${topKeys.join(', ')})`, { field: `${path}: ${k}` });
+      throw bad(`unknown setting "${k}" (known: ${topKeys.join(', ')})`, { field: path });
     }
   }
   return table;
@@ -186,16 +194,16 @@ function readConfigFile(path: string, source: string): Table {
 function str(t: Table, key: string, where: string): string | undefined {
   const v = t[key];
   if (v === undefined) return undefined;
-  if (typeof v !== 'string' || v === '') throw invalidArgument(`${key} must be a non-empty string`, { field: `${where}: ${key}` });
+  if (typeof v !== 'string' || v === '') throw bad(`${key} must be a non-empty string`, { field: `${where}: ${key}` });
   return v;
 }
 
 function obj(t: Table, key: string, where: string, known: readonly string[]): Table {
   const v = t[key];
   if (v === undefined || v === null) return {};
-  if (typeof v !== 'object' || Array.isArray(v)) throw invalidArgument(`${key} must be a mapping`, { field: `${where}: ${key}` });
+  if (typeof v !== 'object' || Array.isArray(v)) throw bad(`${key} must be a mapping`, { field: `${where}: ${key}` });
   for (const k of Object.keys(v)) {
-    if (!known.includes(k)) throw invalidArgument(`unknown setting "${key}.${k}" (known: ${known.join(', ')})`, { field: `${where}: ${key}.${k}` });
+    if (!known.includes(k)) throw bad(`unknown setting "${key}.${k}" (known: ${known.join(', ')})`, { field: `${where}: ${key}.${k}` });
   }
   return v as Table;
 }

@@ -117,7 +117,8 @@ main(process.argv.slice(2)).then(
       process.exit(2);
     }
     const command = process.argv[2] ?? '';
-    process.stderr.write(`usernode ${command}: ${isDomainError(e) && e.field && !e.message.includes(e.field) ? `${e.field}: ` : ''}${messageOf(e)}\n`);
+    // Domain errors already name their field, flag or path; anything else is a bug worth its stack.
+    process.stderr.write(`usernode ${command}: ${isDomainError(e) ? e.message : e instanceof Error ? (e.stack ?? e.message) : messageOf(e)}\n`);
     process.exit(1);
   },
 );
