@@ -51,7 +51,7 @@ export interface ProcessInfo {
   userNs: string | undefined;
 }
 
-/** Every process visible in /proc whose real uid is `uid`. */
+/** Every live (not zombie) process visible in /proc whose real uid is `uid`. */
 export async function processesOf(uid: number): Promise<ProcessInfo[]> {
   const out: ProcessInfo[] = [];
   for (const name of await readdir('/proc')) {
@@ -63,6 +63,8 @@ export async function processesOf(uid: number): Promise<ProcessInfo[]> {
       const p = /^PPid:\s+(\d+)/m.exec(status);
       const c = /^Name:\s+(.*)$/m.exec(status);
       if (!u || Number(u[1]) !== uid) continue;
+      // Exited, waiting for its parent to reap it.
+      if (/^State:\s+Z/m.test(status)) continue;
       out.push({ pid, ppid: Number(p?.[1] ?? 0), uid, comm: c?.[1] ?? '', userNs: await namespaceOf(pid, 'user') });
     } catch {
       // Exited while we looked.

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The README's test command (npm test): every test, against the real parts.
+#
+# As root (CI): sets the host up, provisions the unprivileged test user
+# (subuid/subgid range, /dev/net/tun, runtime folder), starts the test host
+# network namespace, and runs this same script as that user on a copy of the
+# tree. As an ordinary user: installs the npm packages, builds, builds the Go
+# test tools (cached), and runs the unit and integration tests as that user.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+
+if [ "$(id -u)" = 0 ]; then
+  user=${USERNODE_TEST_USER:-usernode-test}
+  bash scripts/host-setup.sh --create-user --tests "$user"
+  uid=$(id -u "$user")
+  home=$(getent passwd "$user" | cut -d: -f6)
+  testhost=$(bash scripts/testhost.sh up | sed -n 's/^USERNODE_TESTHOST=//p')
+  trap 'bash "$repo/scripts/testhost.sh" down' EXIT
+  # The agent runs from a copy the user owns: the clone may sit in a folder
+  # the user cannot write (node_modules, dist) or even reach.
+  work=$home/usernode-src
+  rm -rf "$work"
+  install -d -o "$user" -g "$(id -g "$user")" "$work"
+  if git -C "$repo" rev-parse --git-dir >/dev/null 2>&1; then
+    git -C "$repo" ls-files -z --cached --others --exclude-standard | tar -C "$repo" --null -T - -cf - | tar -C "$work" -xf -
+  else
+    tar -C "$repo" --exclude=./node_modules --exclude=./dist -cf - . | tar -C "$work" -xf -
+  fi
+  chown -R "$user:$(id -g "$user")" "$work"
+  # Kill anything a previous, interrupted run of the test user left.
+  pkill -KILL -u "$user" 2>/dev/null || true
+  set +e
+  runuser -u "$user" -- env HOME="$home" USER="$user" LOGNAME="$user" \
+    XDG_RUNTIME_DIR="/run/user/$uid" PATH="/usr/local/go/bin:/usr/local/bin:/usr/bin:/bin" \
+    USERNODE_TESTHOST="$testhost" CI="${CI:-}" bash "$work/scripts/test.sh"
+  rc=$?
+  set -e
+  pkill -KILL -u "$user" 2>/dev/null || true
+  exit $rc
+fi
+
+# --- as the (unprivileged) test user ---------------------------------------------
+for tool in node npm; do
+  command -v "$tool" >/dev/null || { echo "test: $tool is required and was not found in PATH" >&2; exit 1; }
+done
+export PATH="/usr/local/go/bin:$PATH"
+command -v go >/dev/null || { echo "test: the Go toolchain is required (go, e.g. /usr/local/go/bin/go) and was not found" >&2; exit 1; }
+
+npm ci --no-audit --no-fund --loglevel=error
+npm run build --silent
+eval "$(bash scripts/build-test-tools.sh | sed 's/^/export /')"
+
+if [ -z "${USERNODE_TESTHOST:-}" ]; then
+  echo "test: note: no test host network namespace (needs root: sudo scripts/testhost.sh up; then export the USERNODE_TESTHOST it prints); the test-host reachability check will be skipped" >&2
+fi
+export USERNODE_REPO="$repo"
+exec node --test --test-concurrency=1 --test-reporter=spec dist/test/unit/ dist/test/integration/

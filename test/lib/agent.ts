@@ -1,0 +1,148 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+
+import { findRepoRoot } from './proto_compare.js';
+
+// The test bed's handle on a real usernode: the real agent, started as the
+// user running the tests, with its XDG folders in a fresh temp folder so tests
+// never touch the user's own node. Everything goes through the real CLI.
+
+export const repoRoot = findRepoRoot(import.meta.url);
+export const usernodeBin = join(repoRoot, 'bin', 'usernode');
+
+/** A tool the test bed built (scripts/build-test-tools.sh); missing is a failure, never a skip. */
+export function requiredTool(envName: 'USERNODE_CRICTL' | 'USERNODE_CRITEST'): string {
+  const p = process.env[envName];
+  if (!p) throw new Error(`${envName} is not set: run the tests with "npm test", which builds crictl and critest`);
+  return p;
+}
+
+export interface Result {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+export function exec(file: string, args: readonly string[], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number; input?: string } = {}): Promise<Result> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(file, args, { env: opts.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 60000);
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr });
+    });
+    child.stdin.end(opts.input ?? '');
+  });
+}
+
+export class AgentProcess {
+  log = '';
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+
+  constructor(readonly child: ChildProcess) {
+    child.stdout?.on('data', (d: Buffer) => (this.log += d.toString()));
+    child.stderr?.on('data', (d: Buffer) => (this.log += d.toString()));
+    this.exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+  }
+
+  get pid(): number {
+    return this.child.pid!;
+  }
+
+  /** Resolves when the agent logs that it is ready; rejects if it exits first or after `timeoutMs`. */
+  async ready(timeoutMs = 60000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    let gone = false;
+    void this.exited.then(() => (gone = true));
+    while (!this.log.includes('usernode is ready')) {
+      if (gone) throw new Error(`usernode run exited before it was ready:\n${this.log}`);
+      if (Date.now() > deadline) throw new Error(`usernode run was not ready after ${timeoutMs} ms:\n${this.log}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+}
+
+export class TestNode {
+  private constructor(
+    readonly dir: string,
+    readonly env: NodeJS.ProcessEnv,
+  ) {}
+
+  static async create(): Promise<TestNode> {
+    const dir = await mkdtemp('/tmp/un-');
+    const run = join(dir, 'run');
+    await mkdir(run, { mode: 0o700 });
+    const env = {
+      ...process.env,
+      XDG_RUNTIME_DIR: run,
+      XDG_DATA_HOME: join(dir, 'data'),
+      XDG_CONFIG_HOME: join(dir, 'config'),
+    };
+    return new TestNode(dir, env);
+  }
+
+  get runtimeDir(): string {
+    return join(this.dir, 'run', 'usernode');
+  }
+
+  get socket(): string {
+    return join(this.runtimeDir, 'cri.sock');
+  }
+
+  usernode(args: readonly string[], timeoutMs = 120000): Promise<Result> {
+    return exec(process.execPath, [usernodeBin, ...args], { env: this.env, timeoutMs });
+  }
+
+  start(args: readonly string[] = []): AgentProcess {
+    return new AgentProcess(spawn(process.execPath, [usernodeBin, 'run', ...args], { env: this.env, stdio: ['ignore', 'pipe', 'pipe'] }));
+  }
+
+  enter(command: readonly string[]): Promise<Result> {
+    return this.usernode(['enter', '--', ...command]);
+  }
+
+  crictl(args: readonly string[]): Promise<Result> {
+    const endpoint = `unix://${this.socket}`;
+    return exec(requiredTool('USERNODE_CRICTL'), ['--runtime-endpoint', endpoint, '--image-endpoint', endpoint, '--timeout', '20s', ...args], {
+      env: this.env,
+    });
+  }
+
+  async nodeNamespaceRecord(): Promise<{ holderPid: number; parentPid: number; userNs: string; netNs: string }> {
+    return JSON.parse(await readFile(join(this.runtimeDir, 'node-namespace.json'), 'utf8')) as {
+      holderPid: number;
+      parentPid: number;
+      userNs: string;
+      netNs: string;
+    };
+  }
+
+  /** Stops everything this node started and removes its folder. Safe to call twice. */
+  async destroy(): Promise<void> {
+    await this.usernode(['stop']).catch(() => undefined);
+    await rm(this.dir, { recursive: true, force: true });
+  }
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Polls `f` until it returns a value other than undefined, or fails after `timeoutMs`. */
+export async function eventually<T>(what: string, f: () => Promise<T | undefined>, timeoutMs = 30000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await f().catch(() => undefined);
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(100);
+  }
+}
