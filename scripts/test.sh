@@ -30,6 +30,8 @@ if [ "$(id -u)" = 0 ]; then
   chown -R "$user:$(id -g "$user")" "$work"
   # Kill anything a previous, interrupted run of the test user left.
   pkill -KILL -u "$user" 2>/dev/null || true
+  # npm exports its own settings (cache folder and the like, root's) to scripts.
+  while read -r v; do unset "$v"; done < <(compgen -e | grep -iE '^npm_|^INIT_CWD$' || true)
   set +e
   runuser -u "$user" -- env HOME="$home" USER="$user" LOGNAME="$user" \
     XDG_RUNTIME_DIR="/run/user/$uid" PATH="/usr/local/go/bin:/usr/local/bin:/usr/bin:/bin" \

@@ -90,11 +90,13 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
   const runtimeDir = str(file, 'runtimeDir', where) ?? join(xdgRuntimeDir ?? `/run/user/${me.uid}`, 'usernode');
   const dataDir = str(file, 'dataDir', where) ?? join(env.XDG_DATA_HOME || join(home, '.local', 'share'), 'usernode');
   const criSocket = flags.criSocket ?? str(file, 'criSocket', where) ?? join(runtimeDir, 'cri.sock');
+  const origin = (key: string, flag?: string): string =>
+    flag !== undefined && (flags as Record<string, unknown>)[flag] !== undefined ? `--${kebab(key)}` : `${where}: ${key}`;
   for (const [key, p] of [['runtimeDir', runtimeDir], ['dataDir', dataDir], ['criSocket', criSocket]] as const) {
-    if (!isAbsolute(p)) throw bad(`${key} must be an absolute path, got "${p}"`, { field: key });
+    if (!isAbsolute(p)) throw bad(`must be an absolute path, got "${p}"`, { field: origin(key, key === 'criSocket' ? 'criSocket' : undefined) });
   }
   if (Buffer.byteLength(criSocket) > 107) {
-    throw bad(`criSocket path is ${Buffer.byteLength(criSocket)} bytes; unix sockets allow 107: ${criSocket}`, { field: 'criSocket' });
+    throw bad(`is ${Buffer.byteLength(criSocket)} bytes long; a unix socket path may have 107: ${criSocket}`, { field: origin('criSocket', 'criSocket') });
   }
 
   const level = flags.logLevel ?? str(file, 'logLevel', where) ?? 'info';
@@ -108,8 +110,9 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
     throw bad(`network.mtu must be an integer between 1280 and 65520, got ${JSON.stringify(mtu)}`, { field: `${where}: network.mtu` });
   }
   const podCIDR = net.podCIDR ?? '10.88.0.0/16';
-  if (typeof podCIDR !== 'string' || !/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/.test(podCIDR)) {
-    throw bad(`network.podCIDR must be an IPv4 CIDR such as 10.88.0.0/16, got ${JSON.stringify(podCIDR)}`, { field: `${where}: network.podCIDR` });
+  const cidrError = typeof podCIDR === 'string' ? checkCidr(podCIDR) : 'must be a string';
+  if (cidrError) {
+    throw bad(`network.podCIDR ${cidrError}, got ${JSON.stringify(podCIDR)}`, { field: `${where}: network.podCIDR` });
   }
   const bridge = net.bridge ?? 'usernode0';
   if (typeof bridge !== 'string' || !/^[a-zA-Z0-9_.-]{1,15}$/.test(bridge)) {
@@ -138,7 +141,7 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
     dataDir,
     criSocket,
     logLevel: level,
-    network: { mtu, podCIDR, bridge, networkName: 'usernode' },
+    network: { mtu, podCIDR: podCIDR as string, bridge, networkName: 'usernode' },
     tools: {
       rootlesskit: tool('rootlesskit'),
       slirp4netns: tool('slirp4netns'),
@@ -161,6 +164,7 @@ function bad(message: string, o: { field: string }): Error {
   if (message.includes(o.field)) return invalidArgument(message, o);
   const key = o.field.split(': ').pop() ?? '';
   if (key && message.startsWith(`${key} `)) return invalidArgument(`${o.field} ${message.slice(key.length + 1)}`, o);
+  if (/^(must|is|has) /.test(message)) return invalidArgument(`${o.field} ${message}`, o);
   return invalidArgument(`${o.field}: ${message}`, o);
 }
 
@@ -203,9 +207,32 @@ function obj(t: Table, key: string, where: string, known: readonly string[]): Ta
   if (v === undefined || v === null) return {};
   if (typeof v !== 'object' || Array.isArray(v)) throw bad(`${key} must be a mapping`, { field: `${where}: ${key}` });
   for (const k of Object.keys(v)) {
-    if (!known.includes(k)) throw bad(`unknown setting "${key}.${k}" (known: ${known.join(', ')})`, { field: `${where}: ${key}.${k}` });
+    if (!known.includes(k)) throw bad(`unknown setting (known: ${known.join(', ')})`, { field: `${where}: ${key}.${k}` });
   }
   return v as Table;
+}
+
+function kebab(key: string): string {
+  return key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+}
+
+/** Why an IPv4 pod CIDR is unusable, or undefined when it is fine. */
+export function checkCidr(cidr: string): string | undefined {
+  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/.exec(cidr);
+  if (!m) return 'must be an IPv4 CIDR such as 10.88.0.0/16';
+  const octets = m.slice(1, 5).map(Number);
+  if (octets.some((o) => o > 255)) return 'has an octet above 255';
+  const prefix = Number(m[5]);
+  // Room for a gateway and at least a few pods; /8 is already 16 million addresses.
+  if (prefix < 8 || prefix > 28) return 'must have a prefix length between 8 and 28';
+  const addr = octets.reduce((a, o) => a * 256 + o, 0);
+  const hostBits = addr % 2 ** (32 - prefix);
+  if (hostBits !== 0) return `has host bits set (the network is ${ipv4(addr - hostBits)}/${prefix})`;
+  return undefined;
+}
+
+function ipv4(n: number): string {
+  return [24, 16, 8, 0].map((s) => Math.floor(n / 2 ** s) % 256).join('.');
 }
 
 function exists(p: string): boolean {
