@@ -5,6 +5,7 @@ import { isDomainError, messageOf } from '../../pkg/errdefs/errors.js';
 import { check } from './check.js';
 import { loadConfig } from './config.js';
 import { enter } from './enter.js';
+import { rootRefusal } from './rootless.js';
 import { runNode } from './run.js';
 import { runRuntime } from './runtime.js';
 import { stop } from './stop.js';
@@ -54,11 +55,9 @@ async function main(argv: string[]): Promise<number> {
   }
   if (!['run', 'check', 'enter', 'stop'].includes(command)) throw new UsageError(`usernode: unknown command "${command}"\n\n${usage}`);
 
-  if (process.getuid?.() === 0 && command !== 'check') {
-    process.stderr.write(
-      `usernode ${command}: refusing to run as root: usernode is rootless by design.\n` +
-        'Run it as an ordinary user; set the host up once with: sudo scripts/host-setup.sh USER\n',
-    );
+  const refusal = rootRefusal(process.getuid?.(), command);
+  if (refusal) {
+    process.stderr.write(refusal);
     return 1;
   }
 
