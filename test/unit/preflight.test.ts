@@ -134,6 +134,8 @@ describe('runPreflight finds each problem with the fix that solves it', () => {
     const h = goodHost();
     h.uid = 0;
     h.username = 'root';
+    h.files.set('/etc/subuid', 'root:100000:65536\n');
+    h.files.set('/etc/subgid', 'root:100000:65536\n');
     h.stats.set('/run/user/0', { mode: 0o040700, uid: 0, isCharacterDevice: false, isDirectory: true });
     const results = await check(h, { xdgRuntimeDir: '/run/user/0' });
     const r = byName(results, 'not root');
@@ -154,7 +156,7 @@ describe('runPreflight finds each problem with the fix that solves it', () => {
     assert.equal(last - first + 1, 65536);
     assert.equal(first, 600000);
     for (const [start, count] of [[100000, 65536], [165536, 65536], [500000, 100000]] as const) {
-      const overlaps = first < start + count && start <= last;
+      const overlaps: boolean = first < start + count && start <= last;
       assert.equal(overlaps, false, `fix range ${first}-${last} overlaps ${start}+${count}`);
     }
     // The subgid file is fine and is not touched by the fix.
@@ -220,6 +222,17 @@ describe('runPreflight finds each problem with the fix that solves it', () => {
     const aptLines = report.split('\n').filter((l) => l.trim().startsWith('sudo apt-get install'));
     assert.deepEqual(aptLines, ['  sudo apt-get install -y rootlesskit slirp4netns']);
     assert.match(report, /2 prerequisite\(s\) missing/);
+  });
+
+  test('newuidmap and newgidmap missing: uidmap is installed once', async () => {
+    const results = await check(goodHost(), { tools: { ...tools(), newuidmap: undefined, newgidmap: undefined } });
+    assert.deepEqual(fatalNames(results).sort(), ['newgidmap', 'newuidmap']);
+    const report = formatReport(results);
+    const block = report.slice(report.indexOf('prerequisite(s) missing'));
+    assert.deepEqual(
+      block.split('\n').filter((l) => l.startsWith('  ')),
+      ['  sudo apt-get install -y uidmap'],
+    );
   });
 
   test('a tool path given but not executable is named in the detail', async () => {
