@@ -22,6 +22,15 @@ export function realHost(uid: number, username: string, pathEnv: string | undefi
     },
     canReadWrite: async (p) => can(p, constants.R_OK | constants.W_OK),
     isExecutable: async (p) => can(p, constants.X_OK),
+    fileCapabilities: async (p) => {
+      const getcap = findTool('getcap', pathEnv);
+      if (!getcap) return 'unknown';
+      const r = spawnSync(getcap, [p], { encoding: 'utf8', timeout: 5000 });
+      if (r.status !== 0) return 'unknown';
+      // "PATH cap_setuid=ep" (or "PATH = cap_setuid+ep" from older libcap); nothing when none.
+      const caps = r.stdout.trim().slice(p.length).replace(/^\s*=?\s*/, '');
+      return caps === '' ? undefined : caps;
+    },
     userNamespaceError: async () => {
       const unshare = findTool('unshare', pathEnv);
       if (!unshare) return 'unshare (util-linux) not found';

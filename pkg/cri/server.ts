@@ -24,6 +24,8 @@ export interface CriServerOptions {
 
 export class CriServer {
   private server: grpc.Server | undefined;
+  /** Set once this server bound the socket: only then is the path ours to remove. */
+  private bound = false;
 
   constructor(private readonly opts: CriServerOptions) {}
 
@@ -50,8 +52,9 @@ export class CriServer {
     } finally {
       process.umask(oldMask);
     }
-    await chmod(socketPath, 0o600);
     this.server = server;
+    this.bound = true;
+    await chmod(socketPath, 0o600);
     ctx.log.info('CRI server listening', { socket: socketPath });
   }
 
@@ -71,7 +74,8 @@ export class CriServer {
         });
       });
     }
-    await rm(this.opts.socketPath, { force: true });
+    if (this.bound) await rm(this.opts.socketPath, { force: true });
+    this.bound = false;
   }
 }
 

@@ -14,6 +14,8 @@ export interface HostProbe {
   /** Can this user read and write the path? */
   canReadWrite(path: string): Promise<boolean>;
   isExecutable(path: string): Promise<boolean>;
+  /** Does the file carry file capabilities (getcap)? undefined when that cannot be told. */
+  fileCapabilities(path: string): Promise<string | undefined | 'unknown'>;
   /** Does an unprivileged `unshare --user` work? An error text when not. */
   userNamespaceError(): Promise<string | undefined>;
 }
@@ -98,19 +100,30 @@ export async function runPreflight(host: HostProbe, input: PreflightInput): Prom
     const ok = path !== undefined && (await host.isExecutable(path));
     let detail = ok ? path! : `${tool} not found${path ? ` at ${path}` : ' (looked in /usr/local/sbin, /usr/local/bin, /usr/sbin, /usr/bin, /sbin, /bin and PATH)'}`;
     let fixed = ok;
+    let severity: Severity = 'fatal';
     if (ok && (tool === 'newuidmap' || tool === 'newgidmap')) {
-      // They must be setuid root (or carry file capabilities) to map a range.
+      // They must be setuid root, or carry file capabilities (cap_setuid /
+      // cap_setgid, as some distributions ship them), to map a range.
       const st = await host.stat(path!);
       const setuid = st !== undefined && st.uid === 0 && (st.mode & 0o4000) !== 0;
       if (!setuid) {
-        fixed = false;
-        detail = `${path} is not setuid root, so it cannot map the subuid range`;
+        const caps = await host.fileCapabilities(path!);
+        if (caps === 'unknown') {
+          fixed = false;
+          severity = 'warn';
+          detail = `${path} is not setuid root and its file capabilities cannot be read (getcap missing); it may not map the subuid range`;
+        } else if (caps === undefined || !/cap_set[ug]id/.test(caps)) {
+          fixed = false;
+          detail = `${path} is neither setuid root nor has cap_setuid/cap_setgid, so it cannot map the subuid range`;
+        } else {
+          detail = `${path} (${caps})`;
+        }
       }
     }
     out.push({
       name: tool,
       ok: fixed,
-      severity: 'fatal',
+      severity,
       detail,
       fix: fixed || ok ? `sudo chmod u+s ${path}` : `sudo apt-get install -y ${pkg}`,
       debianPackage: ok ? undefined : pkg,
@@ -174,7 +187,9 @@ async function subidCheck(host: HostProbe, file: '/etc/subuid' | '/etc/subgid'):
     .split('\n')
     .map((l) => l.trim().split(':'))
     .filter((f) => f.length === 3)
-    .map(([owner, start, count]) => ({ owner: owner!, start: Number(start), count: Number(count) }));
+    .map(([owner, start, count]) => ({ owner: owner!, start: Number(start), count: Number(count) }))
+    // A malformed line (not numbers) grants nothing and must not poison the free-range arithmetic.
+    .filter((e) => Number.isSafeInteger(e.start) && Number.isSafeInteger(e.count) && e.start >= 0 && e.count > 0);
   const mine = entries.filter((e) => e.owner === host.username || e.owner === String(host.uid));
   const total = mine.reduce((n, e) => n + e.count, 0);
   // A free range past every existing one, so the fix never overlaps another user.

@@ -63,11 +63,16 @@ export class RuntimeSupervisor {
     const o = this.opts;
     const sleep = o.sleep ?? abortableSleep;
     let failures = 0;
+    // One listener for the whole run, however often the child restarts.
+    const stopped = new Promise<'stop'>((r) => {
+      if (signal.aborted) r('stop');
+      else signal.addEventListener('abort', () => r('stop'), { once: true });
+    });
     while (!signal.aborted) {
       const started = Date.now();
       const exit = this.start();
       void this.waitUntilAnswering(exit, signal);
-      const result = await Promise.race([exit, new Promise<'stop'>((r) => signal.addEventListener('abort', () => r('stop'), { once: true }))]);
+      const result = await Promise.race([exit, stopped]);
       if (result === 'stop') {
         await this.stopChild(exit);
         break;
@@ -98,7 +103,8 @@ export class RuntimeSupervisor {
     let exited = false;
     void exit.then(() => (exited = true));
     while (!exited && !signal.aborted) {
-      if (await this.opts.probe()) {
+      // A probe that throws counts as "not answering yet", never as a crash of the agent.
+      if (await this.opts.probe().catch(() => false)) {
         this.markReady();
         return;
       }

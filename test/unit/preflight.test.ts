@@ -26,6 +26,8 @@ interface FakeHost {
   executables: Set<string>;
   readWritable: Set<string>;
   userNamespaceError: string | undefined;
+  /** getcap output per path; absent = no capabilities. */
+  caps: Map<string, string | 'unknown'>;
 }
 
 const uid = 1000;
@@ -70,6 +72,7 @@ function goodHost(): FakeHost {
     executables,
     readWritable: new Set(['/dev/net/tun']),
     userNamespaceError: undefined,
+    caps: new Map(),
   };
 }
 
@@ -83,6 +86,7 @@ function probe(h: FakeHost): HostProbe {
     canReadWrite: async (p) => h.readWritable.has(p),
     isExecutable: async (p) => h.executables.has(p),
     userNamespaceError: async () => h.userNamespaceError,
+    fileCapabilities: async (p) => h.caps.get(p),
   };
 }
 
@@ -251,11 +255,40 @@ describe('runPreflight finds each problem with the fix that solves it', () => {
     const r = byName(results, 'newuidmap');
     assert.equal(r.ok, false);
     assert.deepEqual(fatalNames(results), ['newuidmap']);
-    assert.match(r.detail, /not setuid root/);
+    assert.match(r.detail, /neither setuid root nor has cap_setuid/);
     assert.equal(r.fix, 'sudo chmod u+s /usr/bin/newuidmap');
     const report = formatReport(results);
     assert.ok(report.includes('\n  sudo chmod u+s /usr/bin/newuidmap\n'));
     assert.doesNotMatch(report, /apt-get/);
+  });
+
+  test('newuidmap without setuid but with cap_setuid file capabilities is fine', async () => {
+    const h = goodHost();
+    h.stats.set('/usr/bin/newuidmap', { mode: 0o100755, uid: 0, isCharacterDevice: false, isDirectory: false });
+    h.caps.set('/usr/bin/newuidmap', 'cap_setuid=ep');
+    const results = await check(h);
+    assert.deepEqual(fatalNames(results), []);
+    assert.match(byName(results, 'newuidmap').detail, /cap_setuid=ep/);
+  });
+
+  test('newuidmap without setuid whose capabilities cannot be read is a warning, not fatal', async () => {
+    const h = goodHost();
+    h.stats.set('/usr/bin/newuidmap', { mode: 0o100755, uid: 0, isCharacterDevice: false, isDirectory: false });
+    h.caps.set('/usr/bin/newuidmap', 'unknown');
+    const results = await check(h);
+    assert.deepEqual(fatalNames(results), []);
+    const r = byName(results, 'newuidmap');
+    assert.equal(r.ok, false);
+    assert.equal(r.severity, 'warn');
+    assert.match(r.detail, /getcap missing/);
+  });
+
+  test('a malformed /etc/subuid line grants nothing and does not break the suggested range', async () => {
+    const h = goodHost();
+    h.files.set('/etc/subuid', 'bob:abc:65536\ncarol:200000:65536\n');
+    const r = byName(await check(h), '/etc/subuid');
+    assert.equal(r.ok, false);
+    assert.equal(r.fix, `sudo usermod --add-subuids 265536-331071 ${user}`);
   });
 
   test('newgidmap setuid but owned by a user is not setuid root', async () => {
