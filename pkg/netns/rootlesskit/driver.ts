@@ -101,7 +101,12 @@ export class RootlesskitDriver implements NodeNamespaceDriver {
       // Workloads first (containers, conmon, the runtime half), then
       // rootlesskit, which takes slirp4netns and the holder down with it.
       const infra = new Set([rec.parentPid, rec.holderPid]);
-      const workloads = [...all].filter((p) => !infra.has(p) && procs.find((q) => q.pid === p)?.ppid !== rec.parentPid);
+      // Infrastructure: rootlesskit, its slirp4netns, the holder and the holder's sleep.
+      const isInfra = (pid: number): boolean => {
+        const ppid = procs.find((q) => q.pid === pid)?.ppid;
+        return infra.has(pid) || ppid === rec.parentPid || ppid === rec.holderPid;
+      };
+      const workloads = [...all].filter((p) => !isInfra(p));
       if (workloads.length > 0) {
         const left = await terminate(workloads, 5000);
         stopped.push(`${workloads.length - left.length} process(es) inside the node namespace`);
