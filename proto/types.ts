@@ -12,3 +12,12 @@ export type { RuntimeCondition } from './generated/runtime/v1/RuntimeCondition.j
 export type { RuntimeConfigResponse } from './generated/runtime/v1/RuntimeConfigResponse.js';
 export type { RuntimeHandler } from './generated/runtime/v1/RuntimeHandler.js';
 export type { ImageFsInfoResponse } from './generated/runtime/v1/ImageFsInfoResponse.js';
+export type { Image } from './generated/runtime/v1/Image.js';
+export type { PullImageRequest__Output } from './generated/runtime/v1/PullImageRequest.js';
+export type { PullImageResponse } from './generated/runtime/v1/PullImageResponse.js';
+export type { ListImagesRequest__Output } from './generated/runtime/v1/ListImagesRequest.js';
+export type { ListImagesResponse } from './generated/runtime/v1/ListImagesResponse.js';
+export type { ImageStatusRequest__Output } from './generated/runtime/v1/ImageStatusRequest.js';
+export type { ImageStatusResponse } from './generated/runtime/v1/ImageStatusResponse.js';
+export type { RemoveImageRequest__Output } from './generated/runtime/v1/RemoveImageRequest.js';
+export type { RemoveImageResponse } from './generated/runtime/v1/RemoveImageResponse.js';

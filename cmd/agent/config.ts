@@ -26,7 +26,9 @@ export interface AgentConfig {
   criSocket: string;
   logLevel: LogLevel;
   network: { mtu: number; podCIDR: string; bridge: string; networkName: string };
-  tools: ToolPaths & { sleep: string | undefined };
+  tools: ToolPaths & Record<(typeof helperTools)[number], string | undefined>;
+  /** Registry hosts: mirrors and plain HTTP (config file `registries`). */
+  registries: Record<string, { plainHttp?: boolean; mirrors?: string[] }>;
 }
 
 /** Derived paths, so every subcommand agrees on them. */
@@ -73,8 +75,10 @@ export interface ConfigFlags {
   criSocket?: string | undefined;
 }
 
-const toolKeys = ['rootlesskit', 'slirp4netns', 'newuidmap', 'newgidmap', 'runc', 'conmon', 'nsenter', 'iptables', 'sleep'] as const;
-const topKeys = ['criSocket', 'dataDir', 'runtimeDir', 'logLevel', 'network', 'tools'] as const;
+/** Tools the agent uses but `run` does not require: features that need one say so when it is missing. */
+const helperTools = ['sleep', 'mount', 'umount', 'mknod', 'mkfifo', 'setfattr', 'cp'] as const;
+const toolKeys = ['rootlesskit', 'slirp4netns', 'newuidmap', 'newgidmap', 'runc', 'conmon', 'nsenter', 'iptables', ...helperTools] as const;
+const topKeys = ['criSocket', 'dataDir', 'runtimeDir', 'logLevel', 'network', 'tools', 'registries'] as const;
 const networkKeys = ['mtu', 'podCIDR', 'bridge'] as const;
 
 export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.env): AgentConfig {
@@ -151,9 +155,10 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
       conmon: tool('conmon'),
       nsenter: tool('nsenter'),
       iptables: tool('iptables'),
-      sleep: tool('sleep'),
+      ...(Object.fromEntries(helperTools.map((k) => [k, tool(k)])) as Record<(typeof helperTools)[number], string | undefined>),
       cniBinDir,
     },
+    registries: registriesOf(file, where),
   };
 }
 
@@ -210,6 +215,27 @@ function obj(t: Table, key: string, where: string, known: readonly string[]): Ta
     if (!known.includes(k)) throw bad(`unknown setting (known: ${known.join(', ')})`, { field: `${where}: ${key}.${k}` });
   }
   return v as Table;
+}
+
+function registriesOf(t: Table, where: string): AgentConfig['registries'] {
+  const v = t.registries;
+  if (v === undefined || v === null) return {};
+  if (typeof v !== 'object' || Array.isArray(v)) throw bad('must be a mapping of registry host to settings', { field: `${where}: registries` });
+  const out: AgentConfig['registries'] = {};
+  for (const [host, raw] of Object.entries(v as Table)) {
+    const field = `${where}: registries.${host}`;
+    if (!/^[a-zA-Z0-9.-]+(:\d+)?$|^\[[0-9a-fA-F:]+\](:\d+)?$/.test(host)) throw bad('is not a registry host[:port]', { field });
+    if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw bad('must be a mapping with plainHttp and/or mirrors', { field });
+    const r = raw as Table;
+    for (const k of Object.keys(r)) if (k !== 'plainHttp' && k !== 'mirrors') throw bad(`unknown setting "${k}" (known: plainHttp, mirrors)`, { field: `${field}.${k}` });
+    if (r.plainHttp !== undefined && typeof r.plainHttp !== 'boolean') throw bad('must be true or false', { field: `${field}.plainHttp` });
+    const mirrors = r.mirrors ?? [];
+    if (!Array.isArray(mirrors) || mirrors.some((m) => typeof m !== 'string' || !/^https?:\/\/[^/]+/.test(m))) {
+      throw bad('must be a list of http:// or https:// endpoints', { field: `${field}.mirrors` });
+    }
+    out[host] = { ...(r.plainHttp !== undefined ? { plainHttp: r.plainHttp as boolean } : {}), mirrors: mirrors as string[] };
+  }
+  return out;
 }
 
 function kebab(key: string): string {

@@ -1,6 +1,15 @@
 import { access, constants, mkdir, readFile } from 'node:fs/promises';
 
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+
 import { CriServer } from '../../pkg/cri/server.js';
+import { ContentStore } from '../../pkg/image/content_store.js';
+import { ImageService } from '../../pkg/image/image_service.js';
+import { ImageStore } from '../../pkg/image/image_store.js';
+import { LayerStore } from '../../pkg/image/layer_store.js';
+import { RegistryClient } from '../../pkg/image/registry_client.js';
+import { chooseSnapshotter } from '../../pkg/image/snapshotter_probe.js';
 import type { CriContext, RuntimeHealth } from '../../pkg/cri/context.js';
 import { createLogger } from '../../pkg/log/logger.js';
 import { checkPodNetwork, writeConflist } from '../../pkg/netns/cni/conflist.js';
@@ -36,6 +45,29 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
     mtu: c.network.mtu,
     ipamDataDir: p.cniIpamDir,
   });
+  const snap = await chooseSnapshotter(join(p.snapshotsDir, 'tmp'), { mount: c.tools.mount, umount: c.tools.umount, mknod: c.tools.mknod });
+  log.info('snapshotter chosen', { snapshotter: snap.snapshotter, reason: snap.reason });
+  const content = new ContentStore(join(p.imagesDir, 'content'));
+  const imageRecords = new ImageStore(join(p.imagesDir, 'records'));
+  const layers = new LayerStore({
+    root: p.snapshotsDir,
+    snapshotter: snap.snapshotter,
+    log: log.child('unpack'),
+    tools: { mknod: c.tools.mknod, setfattr: c.tools.setfattr, mkfifo: c.tools.mkfifo },
+    // uid 0 of the node's user namespace may give files any of its 65536 ids.
+    preserveOwnership: true,
+    copyTree: (from, to) => copyTree(c.tools.cp ?? '/bin/cp', from, to),
+  });
+  await Promise.all([content.init(), imageRecords.init(), layers.init()]);
+  const images = new ImageService({
+    content,
+    images: imageRecords,
+    layers,
+    registry: new RegistryClient({ hosts: c.registries, log: log.child('registry') }),
+    log: log.child('images'),
+  });
+  // Whatever a crash mid-pull left is not referenced by any record.
+  await images.collectGarbage();
   const cgroups = await detectCgroups();
   if (!cgroups.canEnforceLimits) log.warn('resource limits will not be enforced', { reason: cgroups.reason });
 
@@ -46,6 +78,8 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
     cgroupDriver: 'CGROUPFS',
     features: { userNamespaces: false, recursiveReadOnlyMounts: false },
     dirs: { images: p.imagesDir, snapshots: p.snapshotsDir },
+    images,
+    snapshotter: snap.snapshotter,
     ready: () => serving,
     health: async (): Promise<RuntimeHealth> => {
       const missing: string[] = [];
@@ -84,6 +118,8 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
       nodeNamespace: JSON.stringify({ driver: 'rootlesskit', ...ns, uidMap: uidMap.trim().split('\n').map((l) => l.trim().split(/\s+/).map(Number)) }),
       cniconfig: await readFile(conflist, 'utf8').then((t) => JSON.stringify(JSON.parse(t))),
       rootless: JSON.stringify({ cgroups, unenforced: cgroups.canEnforceLimits ? [] : ['cpu', 'memory', 'pids', 'hugepages'] }),
+      snapshotter: JSON.stringify(snap),
+      registries: JSON.stringify(c.registries),
     }),
   };
 
@@ -97,6 +133,17 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
   log.info('runtime half stopping');
   await server.stop();
   return 0;
+}
+
+/** cp -a keeps owners, modes, links and times: a copy-snapshotter layer starts as its parent. */
+function copyTree(cp: string, from: string, to: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cp, ['-a', '--', from, to], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`cp -a ${from} ${to}: ${err.trim() || `exit code ${code}`}`))));
+  });
 }
 
 async function executable(path: string): Promise<boolean> {

@@ -1,3 +1,5 @@
+import type { ImageService } from '../image/image_service.js';
+import type { Snapshotter } from '../image/layer_store.js';
 import type { Logger } from '../log/logger.js';
 
 // What the CRI handlers may use. cmd/agent builds it from the real stores and
@@ -26,6 +28,8 @@ export interface CriContext {
   verboseInfo(): Promise<Record<string, string>>;
   /** False while the runtime half starts or stops; RPCs other than Version and Status get UNAVAILABLE. */
   ready(): boolean;
+  images: ImageService;
+  snapshotter: Snapshotter;
   /** Where images and container snapshots live (ImageFsInfo). */
   dirs: { images: string; snapshots: string };
   /** Runtime handler features (Status.runtime_handlers). */

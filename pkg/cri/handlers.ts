@@ -1,4 +1,8 @@
 import { imageFsInfo } from './image_fs_info.js';
+import { listImages } from './image_list.js';
+import { pullImage } from './image_pull.js';
+import { removeImage } from './image_remove.js';
+import { imageStatus } from './image_status.js';
 import type { UnaryHandler } from './instrumented.js';
 import { runtimeConfig } from './runtime_config.js';
 import { status } from './status.js';
@@ -15,4 +19,8 @@ export const runtimeServiceHandlers: Readonly<Record<string, UnaryHandler>> = {
 
 export const imageServiceHandlers: Readonly<Record<string, UnaryHandler>> = {
   ImageFsInfo: imageFsInfo,
+  PullImage: pullImage,
+  ListImages: listImages,
+  ImageStatus: imageStatus,
+  RemoveImage: removeImage,
 };

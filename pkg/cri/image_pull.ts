@@ -1,0 +1,23 @@
+import type { PullImageRequest__Output, PullImageResponse } from '../../proto/types.js';
+import { invalidArgument } from '../errdefs/errors.js';
+import type { Credentials } from '../image/registry_client.js';
+import type { CriContext } from './context.js';
+
+// PullImage: fetch, verify and unpack; the response names the image id, as
+// containerd answers.
+export async function pullImage(req: PullImageRequest__Output, ctx: CriContext): Promise<PullImageResponse> {
+  const image = req.image?.image ?? '';
+  if (image === '') throw invalidArgument('an image reference is required', { field: 'image.image' });
+  const a = req.auth;
+  const creds: Credentials | undefined = a
+    ? {
+        ...(a.username ? { username: a.username } : {}),
+        ...(a.password ? { password: a.password } : {}),
+        ...(a.auth ? { auth: a.auth } : {}),
+        ...(a.identityToken ? { identityToken: a.identityToken } : {}),
+        ...(a.registryToken ? { registryToken: a.registryToken } : {}),
+      }
+    : undefined;
+  const record = await ctx.images.pull(image, creds);
+  return { imageRef: record.id };
+}
