@@ -28,7 +28,7 @@ log() { echo "host-setup: $*"; }
 # --- Debian packages -------------------------------------------------------
 packages=(uidmap rootlesskit slirp4netns runc conmon containernetworking-plugins iptables iproute2 util-linux procps)
 if [ "$tests" = 1 ]; then
-  packages+=(python3 git tar ca-certificates)
+  packages+=(python3 git tar ca-certificates docker-registry busybox-static apache2-utils attr zstd)
 fi
 missing=()
 for p in "${packages[@]}"; do

@@ -15,7 +15,8 @@ if [ "$(id -u)" = 0 ]; then
   bash scripts/host-setup.sh --create-user --tests "$user"
   uid=$(id -u "$user")
   home=$(getent passwd "$user" | cut -d: -f6)
-  testhost=$(bash scripts/testhost.sh up | sed -n 's/^USERNODE_TESTHOST=//p')
+  testhost_env=$(bash scripts/testhost.sh up)
+  bed() { sed -n "s/^$1=//p" <<<"$testhost_env"; }
   trap 'bash "$repo/scripts/testhost.sh" down' EXIT
   # The agent runs from a copy the user owns: the clone may sit in a folder
   # the user cannot write (node_modules, dist) or even reach.
@@ -35,7 +36,9 @@ if [ "$(id -u)" = 0 ]; then
   set +e
   runuser -u "$user" -- env HOME="$home" USER="$user" LOGNAME="$user" \
     XDG_RUNTIME_DIR="/run/user/$uid" PATH="/usr/local/go/bin:/usr/local/bin:/usr/bin:/bin" \
-    USERNODE_TESTHOST="$testhost" CI="${CI:-}" bash "$work/scripts/test.sh"
+    USERNODE_TESTHOST="$(bed USERNODE_TESTHOST)" USERNODE_REGISTRY="$(bed USERNODE_REGISTRY)" \
+    USERNODE_AUTH_REGISTRY="$(bed USERNODE_AUTH_REGISTRY)" USERNODE_AUTH_USER="$(bed USERNODE_AUTH_USER)" \
+    CI="${CI:-}" bash "$work/scripts/test.sh"
   rc=$?
   set -e
   pkill -KILL -u "$user" 2>/dev/null || true
@@ -53,6 +56,15 @@ npm ci --no-audit --no-fund --loglevel=error
 npm run build --silent
 eval "$(bash scripts/build-test-tools.sh | sed 's/^/export /')"
 
+# The test images: built from busybox-static and pushed to the test registries; the
+# tests read what was pushed from images.json.
+if [ -n "${USERNODE_REGISTRY:-}" ]; then
+  node dist/test/images/build.js --registry "$USERNODE_REGISTRY" --auth-registry "${USERNODE_AUTH_REGISTRY:-}" \
+    --auth-user "${USERNODE_AUTH_USER:-}" --out "$repo/dist/test-images"
+  export USERNODE_TEST_IMAGES="$repo/dist/test-images/images.json"
+else
+  echo "test: note: no test registries (needs root: sudo scripts/testhost.sh up; then export the USERNODE_REGISTRY, USERNODE_AUTH_REGISTRY and USERNODE_AUTH_USER it prints); the registry and image tests will fail" >&2
+fi
 if [ -z "${USERNODE_TESTHOST:-}" ]; then
   echo "test: note: no test host network namespace (needs root: sudo scripts/testhost.sh up; then export the USERNODE_TESTHOST it prints); the test-host reachability check will be skipped" >&2
 fi
