@@ -5,7 +5,7 @@ import type { CriContext } from './context.js';
 
 // PullImage: fetch, verify and unpack; the response names the image id, as
 // containerd answers.
-export async function pullImage(req: PullImageRequest__Output, ctx: CriContext): Promise<PullImageResponse> {
+export async function pullImage(req: PullImageRequest__Output, ctx: CriContext, signal: AbortSignal): Promise<PullImageResponse> {
   const image = req.image?.image ?? '';
   if (image === '') throw invalidArgument('an image reference is required', { field: 'image.image' });
   const a = req.auth;
@@ -18,6 +18,6 @@ export async function pullImage(req: PullImageRequest__Output, ctx: CriContext):
         ...(a.registryToken ? { registryToken: a.registryToken } : {}),
       }
     : undefined;
-  const record = await ctx.images.pull(image, creds);
+  const record = await ctx.images.pull(image, creds, signal);
   return { imageRef: record.id };
 }

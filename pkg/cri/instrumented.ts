@@ -9,7 +9,8 @@ import type { CriContext } from './context.js';
 // (metrics), and the single translation from domain error to gRPC status.
 // Handlers only return values or throw domain errors.
 
-export type UnaryHandler = (req: never, ctx: CriContext) => Promise<unknown>;
+/** `signal` aborts when the client cancels the call or its deadline passes. */
+export type UnaryHandler = (req: never, ctx: CriContext, signal: AbortSignal) => Promise<unknown>;
 
 /** A request whose bytes did not decode as the method's message (see server.ts). */
 export class MalformedRequest {
@@ -31,6 +32,8 @@ export function instrumentUnary(
 ): grpc.handleUnaryCall<unknown, unknown> {
   return (call, callback) => {
     const start = process.hrtime.bigint();
+    const cancelled = new AbortController();
+    call.once('cancelled', () => cancelled.abort(new Error(`${method} cancelled by the client`)));
     ctx.log.debug('cri call', { rpc: method });
     void (async () => {
       try {
@@ -38,7 +41,7 @@ export function instrumentUnary(
         if (req instanceof MalformedRequest) throw invalidArgument(`malformed ${method}Request: ${req.reason}`, { field: 'request' });
         if (!handler) throw unimplemented(`${service}.${method} is not implemented by usernode yet`);
         if (!alwaysServed.has(method) && !ctx.ready()) throw unavailable('the usernode runtime is not ready yet');
-        const res = await handler(req as never, ctx);
+        const res = await handler(req as never, ctx, cancelled.signal);
         finish(0);
         callback(null, res);
       } catch (e: unknown) {

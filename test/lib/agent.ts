@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { findRepoRoot } from './proto_compare.js';
@@ -10,6 +10,13 @@ import { findRepoRoot } from './proto_compare.js';
 
 export const repoRoot = findRepoRoot(import.meta.url);
 export const usernodeBin = join(repoRoot, 'bin', 'usernode');
+
+/** What the test bed set up (scripts/test.sh); missing is a failure, never a skip. */
+export function requiredEnv(name: string): string {
+  const v = process.env[name];
+  if (!v) throw new Error(`${name} is not set: run the tests with "npm test", which starts the test registries and pushes the test images`);
+  return v;
+}
 
 /** A tool the test bed built (scripts/build-test-tools.sh); missing is a failure, never a skip. */
 export function requiredTool(envName: 'USERNODE_CRICTL' | 'USERNODE_CRITEST'): string {
@@ -105,6 +112,15 @@ export class TestNode {
 
   start(args: readonly string[] = []): AgentProcess {
     return new AgentProcess(spawn(process.execPath, [usernodeBin, 'run', ...args], { env: this.env, stdio: ['ignore', 'pipe', 'pipe'] }));
+  }
+
+  /** Writes the agent's config file ($XDG_CONFIG_HOME/usernode/config.yaml, read by default). */
+  async writeConfig(yaml: string): Promise<string> {
+    const dir = join(this.dir, 'config', 'usernode');
+    await mkdir(dir, { recursive: true });
+    const path = join(dir, 'config.yaml');
+    await writeFile(path, yaml);
+    return path;
   }
 
   enter(command: readonly string[]): Promise<Result> {
