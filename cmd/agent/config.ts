@@ -27,6 +27,8 @@ export interface AgentConfig {
   logLevel: LogLevel;
   network: { mtu: number; podCIDR: string; bridge: string; networkName: string };
   tools: ToolPaths & Record<(typeof helperTools)[number], string | undefined>;
+  /** auto: overlayfs where the user namespace allows it, else copy. */
+  snapshotter: 'auto' | 'overlayfs' | 'copy';
   /** Registry hosts: mirrors and plain HTTP (config file `registries`). */
   registries: Record<string, { plainHttp?: boolean; mirrors?: string[] }>;
 }
@@ -78,7 +80,7 @@ export interface ConfigFlags {
 /** Tools the agent uses but `run` does not require: features that need one say so when it is missing. */
 const helperTools = ['sleep', 'mount', 'umount', 'mknod', 'mkfifo', 'setfattr', 'cp'] as const;
 const toolKeys = ['rootlesskit', 'slirp4netns', 'newuidmap', 'newgidmap', 'runc', 'conmon', 'nsenter', 'iptables', ...helperTools] as const;
-const topKeys = ['criSocket', 'dataDir', 'runtimeDir', 'logLevel', 'network', 'tools', 'registries'] as const;
+const topKeys = ['criSocket', 'dataDir', 'runtimeDir', 'logLevel', 'network', 'tools', 'registries', 'snapshotter'] as const;
 const networkKeys = ['mtu', 'podCIDR', 'bridge'] as const;
 
 export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.env): AgentConfig {
@@ -159,6 +161,7 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
       cniBinDir,
     },
     registries: registriesOf(file, where),
+    snapshotter: snapshotterOf(file, where),
   };
 }
 
@@ -215,6 +218,12 @@ function obj(t: Table, key: string, where: string, known: readonly string[]): Ta
     if (!known.includes(k)) throw bad(`unknown setting (known: ${known.join(', ')})`, { field: `${where}: ${key}.${k}` });
   }
   return v as Table;
+}
+
+function snapshotterOf(t: Table, where: string): AgentConfig['snapshotter'] {
+  const v = t.snapshotter ?? 'auto';
+  if (v !== 'auto' && v !== 'overlayfs' && v !== 'copy') throw bad(`must be auto, overlayfs or copy; got ${JSON.stringify(v)}`, { field: `${where}: snapshotter` });
+  return v;
 }
 
 function registriesOf(t: Table, where: string): AgentConfig['registries'] {

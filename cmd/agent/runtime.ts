@@ -45,7 +45,11 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
     mtu: c.network.mtu,
     ipamDataDir: p.cniIpamDir,
   });
-  const snap = await chooseSnapshotter(join(p.snapshotsDir, 'tmp'), { mount: c.tools.mount, umount: c.tools.umount, mknod: c.tools.mknod });
+  const probed = c.snapshotter === 'copy' ? { snapshotter: 'copy' as const, reason: 'set in the config file' } : await chooseSnapshotter(join(p.snapshotsDir, 'tmp'), { mount: c.tools.mount, umount: c.tools.umount, mknod: c.tools.mknod });
+  if (c.snapshotter === 'overlayfs' && probed.snapshotter !== 'overlayfs') {
+    log.error('overlayfs was asked for in the config file but cannot be used here; using copy', { reason: probed.reason });
+  }
+  const snap = probed;
   log.info('snapshotter chosen', { snapshotter: snap.snapshotter, reason: snap.reason });
   const content = new ContentStore(join(p.imagesDir, 'content'));
   const imageRecords = new ImageStore(join(p.imagesDir, 'records'));

@@ -6,6 +6,7 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 
 import { invalidArgument, notFound } from '../errdefs/errors.js';
+import { diskFullError } from './disk_full.js';
 import { DigestVerifier } from './registry_client.js';
 
 // Blobs by digest (content-addressed, shared by every image that names them).
@@ -79,7 +80,7 @@ export class ContentStore {
         await rename(tmp, final);
       } catch (e: unknown) {
         await rm(tmp, { force: true });
-        throw e;
+        throw diskFullError(e, this.root) ?? e;
       }
     })();
     this.inflight.set(digest, job);

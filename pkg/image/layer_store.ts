@@ -9,6 +9,7 @@ import { createGunzip } from 'node:zlib';
 import { Decompress } from 'fzstd';
 
 import { invalidArgument } from '../errdefs/errors.js';
+import { diskFullError } from './disk_full.js';
 import type { Logger } from '../log/logger.js';
 import { applyLayer, detectCompression, type ApplyOptions } from './unpack/apply.js';
 
@@ -145,7 +146,7 @@ export class LayerStore {
       await rename(work, final);
     } catch (e: unknown) {
       await rm(work, { recursive: true, force: true });
-      throw e;
+      throw diskFullError(e, this.o.root) ?? e;
     }
   }
 

@@ -78,7 +78,10 @@ export class FakeRegistry {
 
   async listen(host: string): Promise<string> {
     this.server = createServer((req, res) => this.handle(req.method ?? 'GET', req.url ?? '/', res));
-    await new Promise<void>((r) => this.server!.listen(0, host, r));
+    await new Promise<void>((resolve, reject) => {
+      this.server!.once('error', (e) => reject(new Error(`fake registry cannot listen on ${host} (is the test host up? scripts/testhost.sh up): ${e.message}`)));
+      this.server!.listen(0, host, resolve);
+    });
     this.address = `${host}:${(this.server.address() as AddressInfo).port}`;
     return this.address;
   }
