@@ -1,6 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 
-import { loadCri } from './cri.js';
+import { loadAdmin, loadCri } from './cri.js';
 import type { ImageServiceClient, RuntimeServiceClient, VersionResponse } from './types.js';
 
 // A CRI client on a unix socket: how the node half (and the tests) reach any
@@ -38,4 +38,10 @@ export function criVersion(socketPath: string, timeoutMs: number): Promise<Versi
       else resolve(res);
     });
   });
+}
+
+/** usernode's ImageAdmin client, on the same socket as the CRI. */
+export function imageAdminClient(socketPath: string): import('./generated/usernode/v1/ImageAdmin.js').ImageAdminClient {
+  const Admin = loadAdmin().usernode.v1.ImageAdmin;
+  return new Admin(`unix://${socketPath}`, grpc.credentials.createInsecure());
 }

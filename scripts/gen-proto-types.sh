@@ -7,5 +7,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rm -rf proto/generated
 npx proto-loader-gen-types --keepCase=false --longs=String --enums=String --defaults --oneofs \
-  --grpcLib=@grpc/grpc-js --outDir=proto/generated proto/runtime/v1/api.proto >/dev/null
+  --grpcLib=@grpc/grpc-js --outDir=proto/generated proto/runtime/v1/api.proto proto/usernode/v1/admin.proto >/dev/null
 echo '{ "type": "commonjs" }' > proto/generated/package.json

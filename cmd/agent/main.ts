@@ -5,6 +5,7 @@ import { isDomainError, messageOf } from '../../pkg/errdefs/errors.js';
 import { check } from './check.js';
 import { loadConfig } from './config.js';
 import { enter } from './enter.js';
+import { imageCommand } from './image.js';
 import { rootRefusal } from './rootless.js';
 import { runNode } from './run.js';
 import { runRuntime } from './runtime.js';
@@ -20,6 +21,8 @@ commands:
   check    report every missing host prerequisite and the command that fixes it
   enter    run a command inside the node namespace: usernode enter [-- CMD ARGS...]
   stop     stop the agent, every pod and the node namespace
+  image    images without a registry: usernode image import PATH [--name NAME]
+                                      usernode image build-rootfs DIR NAME
   version  print the version
 
 flags (run, check, enter, stop):
@@ -53,7 +56,7 @@ async function main(argv: string[]): Promise<number> {
     if (typeof values['resolved-config'] !== 'string') throw new UsageError('usernode runtime: --resolved-config is required');
     return runRuntime(values['resolved-config']);
   }
-  if (!['run', 'check', 'enter', 'stop'].includes(command)) throw new UsageError(`usernode: unknown command "${command}"\n\n${usage}`);
+  if (!['run', 'check', 'enter', 'stop', 'image'].includes(command)) throw new UsageError(`usernode: unknown command "${command}"\n\n${usage}`);
 
   const refusal = rootRefusal(process.getuid?.(), command);
   if (refusal) {
@@ -64,13 +67,18 @@ async function main(argv: string[]): Promise<number> {
   const split = rest.indexOf('--');
   const flagArgs = command === 'enter' && split >= 0 ? rest.slice(0, split) : rest;
   const tail = command === 'enter' && split >= 0 ? rest.slice(split + 1) : [];
-  const options: OptionsConfig = command === 'run' ? { ...commonOptions, 'log-level': { type: 'string' } } : { ...commonOptions };
+  const options: OptionsConfig =
+    command === 'run'
+      ? { ...commonOptions, 'log-level': { type: 'string' } }
+      : command === 'image'
+        ? { ...commonOptions, name: { type: 'string' } }
+        : { ...commonOptions };
   const { values, positionals } = parse(command, flagArgs, options);
   if (values.help) {
     process.stdout.write(usage);
     return 0;
   }
-  if (positionals.length > 0) {
+  if (positionals.length > 0 && command !== 'image') {
     throw new UsageError(`usernode ${command}: unexpected argument "${positionals[0]}"${command === 'enter' ? ' (put the command after --)' : ''}`);
   }
   const config = loadConfig({
@@ -87,6 +95,8 @@ async function main(argv: string[]): Promise<number> {
       return enter(config, process.env, tail);
     case 'stop':
       return stop(config, process.env);
+    case 'image':
+      return imageCommand(config, positionals[0], positionals.slice(1), values.name as string | undefined);
     default:
       return 2;
   }

@@ -69,6 +69,7 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
     layers,
     registry: new RegistryClient({ hosts: c.registries, log: log.child('registry') }),
     log: log.child('images'),
+    scratchDir: join(p.imagesDir, 'tmp'),
   });
   // Whatever a crash mid-pull left is not referenced by any record.
   await images.collectGarbage();

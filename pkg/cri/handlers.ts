@@ -1,3 +1,4 @@
+import { importImage } from './admin_image_import.js';
 import { imageFsInfo } from './image_fs_info.js';
 import { listImages } from './image_list.js';
 import { pullImage } from './image_pull.js';
@@ -23,4 +24,9 @@ export const imageServiceHandlers: Readonly<Record<string, UnaryHandler>> = {
   ListImages: listImages,
   ImageStatus: imageStatus,
   RemoveImage: removeImage,
+};
+
+/** usernode's own ImageAdmin service (proto/usernode/v1/admin.proto). */
+export const imageAdminHandlers: Readonly<Record<string, UnaryHandler>> = {
+  ImportImage: importImage,
 };

@@ -4,10 +4,10 @@ import { dirname } from 'node:path';
 
 import * as grpc from '@grpc/grpc-js';
 
-import { loadCri } from '../../proto/cri.js';
+import { loadAdmin, loadCri } from '../../proto/cri.js';
 import { alreadyExists, failedPrecondition, messageOf } from '../errdefs/errors.js';
 import type { CriContext } from './context.js';
-import { imageServiceHandlers, runtimeServiceHandlers } from './handlers.js';
+import { imageAdminHandlers, imageServiceHandlers, runtimeServiceHandlers } from './handlers.js';
 import { instrumentStreaming, instrumentUnary, MalformedRequest, type OperationObserver, type UnaryHandler } from './instrumented.js';
 
 // The CRI v1 gRPC server on a unix socket: runtime.v1.RuntimeService and
@@ -43,6 +43,8 @@ export class CriServer {
       tolerant(cri.runtime.v1.ImageService.service),
       implement('ImageService', cri.runtime.v1.ImageService.service, imageServiceHandlers, ctx, observe),
     );
+    const admin = loadAdmin().usernode.v1.ImageAdmin.service;
+    server.addService(tolerant(admin), implement('ImageAdmin', admin, imageAdminHandlers, ctx, observe));
     // The socket is made 0600 before anyone can connect: umask for the bind, chmod after.
     const oldMask = process.umask(0o177);
     try {

@@ -1,3 +1,5 @@
+import type { Readable } from 'node:stream';
+
 import { invalidArgument } from '../errdefs/errors.js';
 import type { Logger } from '../log/logger.js';
 import type { ContentStore } from './content_store.js';
@@ -16,7 +18,8 @@ import {
   selectPlatform,
 } from './media_types.js';
 import { formatReference, type ImageReference, parseReference, repositoryOf, tagReference } from './reference.js';
-import type { Credentials, RegistryClient } from './registry_client.js';
+import { layoutImages, layoutSource, openLayout } from './oci_layout.js';
+import type { Credentials, FetchedManifest, RegistryClient } from './registry_client.js';
 
 // Images as the CRI ImageService sees them: pull (resolve → manifest →
 // config → layers fetched concurrently → unpacked → record), list, status,
@@ -36,8 +39,18 @@ export interface ImageServiceOptions {
   concurrency?: number;
   /** Chain ids that running containers still use; kept by gc even when no image needs them. */
   layersInUse?: () => Set<string>;
+  /** Scratch folder for unpacking layout tars. */
+  scratchDir: string;
   /** Observes pulled bytes and durations (metrics). */
   onPull?: (e: { ref: string; bytes: number; seconds: number; ok: boolean }) => void;
+}
+
+/** Where an image's manifests and blobs come from: a registry, or an OCI layout on disk. */
+export interface ContentSource {
+  /** The manifest or index `ref` names (by its digest when it has one); verified by digest. */
+  manifest(ref: ImageReference, signal?: AbortSignal): Promise<FetchedManifest>;
+  /** A blob stream that fails unless its bytes match `digest` and `size`. */
+  blob(digest: string, size: number, signal?: AbortSignal): Promise<Readable>;
 }
 
 const layerTypes = new Set<string>([
@@ -63,6 +76,20 @@ export class ImageService {
 
   async pull(image: string, creds: Credentials | undefined, outer?: AbortSignal): Promise<ImageRecord> {
     const ref = parseReference(image, 'image.image');
+    const registry = this.o.registry;
+    const source: ContentSource = {
+      manifest: (r, signal) => registry.manifest(r, creds, signal),
+      blob: (digest, size, signal) => registry.blob(ref, digest, size, creds, signal),
+    };
+    return this.install(ref, source, outer);
+  }
+
+  /**
+   * Installs the image `ref` names from `source`: resolve the manifest for
+   * this node, fetch config and layers, unpack, record. The registry pull
+   * and the offline import both come through here.
+   */
+  async install(ref: ImageReference, source: ContentSource, outer?: AbortSignal): Promise<ImageRecord> {
     // One failure stops the rest of the pull's work before its leftovers are removed.
     const stop = new AbortController();
     const signal = outer ? AbortSignal.any([outer, stop.signal]) : stop.signal;
@@ -73,8 +100,8 @@ export class ImageService {
     const log = this.o.log;
     log.info('pulling image', { image: formatReference(ref) });
     try {
-      const { manifest, manifestDigest, chain } = await this.resolveManifest(ref, creds, signal, added);
-      const configBytes = await this.fetchSmall(ref, manifest.config, creds, signal, added);
+      const { manifest, manifestDigest, chain } = await this.resolveManifest(ref, source, signal, added);
+      const configBytes = await this.fetchSmall(ref, manifest.config, source, signal, added);
       bytes += configBytes.length;
       const config = parseJson<ImageConfig>(configBytes, `config of ${formatReference(ref)}`);
       const diffIds = config.rootfs?.diff_ids ?? [];
@@ -97,7 +124,7 @@ export class ImageService {
           try {
             if (!(await this.o.content.has(l.digest))) {
               added.blobs.add(l.digest);
-              await this.o.content.ingest(l.digest, l.size, () => this.o.registry.blob(ref, l.digest, l.size, creds, signal));
+              await this.o.content.ingest(l.digest, l.size, () => source.blob(l.digest, l.size, signal));
               bytes += l.size;
               log.info('layer fetched', { image: formatReference(ref), layer: l.digest, bytes: l.size, of: `${i + 1}/${layers.length}` });
             }
@@ -159,11 +186,11 @@ export class ImageService {
    */
   private async resolveManifest(
     ref: ImageReference,
-    creds: Credentials | undefined,
+    source: ContentSource,
     signal: AbortSignal | undefined,
     added: { blobs: Set<string> },
   ): Promise<{ manifest: ImageManifest; manifestDigest: string; chain: string[] }> {
-    const top = await this.o.registry.manifest(ref, creds, signal);
+    const top = await source.manifest(ref, signal);
     await this.keep(top.digest, top.bytes, added);
     if (isManifest(top.mediaType)) {
       return { manifest: checkManifest(parseJson<ImageManifest>(top.bytes, formatReference(ref)), ref), manifestDigest: top.digest, chain: [top.digest] };
@@ -176,7 +203,7 @@ export class ImageService {
       const have = (index.manifests ?? []).map((m) => (m.platform ? `${m.platform.os}/${m.platform.architecture}${m.platform.variant ? `/${m.platform.variant}` : ''}` : '?')).join(', ');
       throw invalidArgument(`${formatReference(ref)} has no image for ${want.os}/${want.architecture}${want.variant ? `/${want.variant}` : ''} (it has: ${have || 'none'})`, { field: 'image' });
     }
-    const m = await this.o.registry.manifest({ ...ref, digest: pick.digest, tag: undefined }, creds, signal);
+    const m = await source.manifest({ ...ref, digest: pick.digest, tag: undefined }, signal);
     await this.keep(m.digest, m.bytes, added);
     return { manifest: checkManifest(parseJson<ImageManifest>(m.bytes, formatReference(ref)), ref), manifestDigest: m.digest, chain: [top.digest, m.digest] };
   }
@@ -188,13 +215,28 @@ export class ImageService {
     }
   }
 
-  private async fetchSmall(ref: ImageReference, d: Descriptor, creds: Credentials | undefined, signal: AbortSignal | undefined, added: { blobs: Set<string> }): Promise<Buffer> {
+  private async fetchSmall(ref: ImageReference, d: Descriptor, source: ContentSource, signal: AbortSignal | undefined, added: { blobs: Set<string> }): Promise<Buffer> {
     if (d.size > 16 * 1024 * 1024) throw invalidArgument(`${formatReference(ref)}: config of ${d.size} bytes is too large`, { field: 'image' });
     if (!(await this.o.content.has(d.digest))) {
       added.blobs.add(d.digest);
-      await this.o.content.ingest(d.digest, d.size, () => this.o.registry.blob(ref, d.digest, d.size, creds, signal));
+      await this.o.content.ingest(d.digest, d.size, () => source.blob(d.digest, d.size, signal));
     }
     return this.o.content.read(d.digest);
+  }
+
+  /** Imports every image of the OCI layout (folder or tar) at `path`. */
+  async importLayout(path: string, name: string | undefined, signal?: AbortSignal): Promise<ImageRecord[]> {
+    const layout = await openLayout(path, this.o.scratchDir);
+    try {
+      const out: ImageRecord[] = [];
+      for (const { ref } of await layoutImages(layout.dir, name)) {
+        this.o.log.info('importing image', { image: formatReference(ref), from: path });
+        out.push(await this.install(ref, layoutSource(layout.dir), signal));
+      }
+      return out;
+    } finally {
+      await layout.close();
+    }
   }
 
   list(filter?: string): ImageRecord[] {

@@ -1,11 +1,13 @@
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
-import { readdir, stat } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, readdir, stat, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
 import * as grpc from '@grpc/grpc-js';
 
+import { writeRootfsLayout } from '../../pkg/image/rootfs_layout.js';
+import { silentLogger } from '../../pkg/log/logger.js';
 import { criClients } from '../../proto/client.js';
 import { type AgentProcess, exec, requiredEnv, requiredTool, TestNode } from '../lib/agent.js';
 import { FakeRegistry, layerOf } from '../lib/fake_registry.js';
@@ -203,6 +205,23 @@ describe('usernode images: pull, list, inspect, remove, faults, critest', () => 
     assert.ok((await listImages()).some((i) => i.id === image.configDigest));
   });
 
+  it('reports a full disk as RESOURCE_EXHAUSTED and keeps nothing of the pull', async () => {
+    // A 256 KiB tmpfs over the content store, mounted in the node's own mount namespace.
+    const content = join(dataDir, 'images', 'content');
+    const m = await node.enter(['sh', '-c', `mount -t tmpfs -o size=256k tmpfs ${content} && mkdir -p ${content}/blobs/sha256 ${content}/ingest`]);
+    assert.equal(m.code, 0, m.stderr);
+    try {
+      const r = await node.crictl(['pull', reg('usernode/docker-schema2:latest')]);
+      assert.notEqual(r.code, 0);
+      assert.match(r.stderr, /ResourceExhausted/);
+      assert.match(r.stderr, /no space left/);
+      assert.deepEqual(await readdir(join(content, 'ingest')), []);
+    } finally {
+      const u = await node.enter(['umount', content]);
+      assert.equal(u.code, 0, u.stderr);
+    }
+  });
+
   it('removes an image by one tag with all its tags, and removing again succeeds', async () => {
     const tags = ['1', '2', '3'].map((t) => reg(`k8s-staging-cri-tools/test-image-tags:${t}`));
     for (const t of tags) assert.equal((await node.crictl(['pull', t])).code, 0);
@@ -229,6 +248,45 @@ describe('usernode images: pull, list, inspect, remove, faults, critest', () => 
     assert.equal((await node.crictl(['pull', reg('e2e-test-images/httpd:2.4.39-4')])).code, 0);
     const after = Number((await crictlJson<Fs>(['imagefsinfo'])).status.imageFilesystems[0]!.usedBytes.value);
     assert.ok(after > before, `image fs used bytes did not grow: ${before} → ${after}`);
+  });
+
+  it('builds a one-layer image from a folder with usernode image build-rootfs', async () => {
+    const rootfs = join(node.dir, 'rootfs');
+    await mkdir(join(rootfs, 'bin'), { recursive: true });
+    await mkdir(join(rootfs, 'etc'));
+    await copyFile('/bin/busybox', join(rootfs, 'bin', 'busybox'));
+    await chmod(join(rootfs, 'bin', 'busybox'), 0o755);
+    await symlink('busybox', join(rootfs, 'bin', 'sh'));
+    await writeFile(join(rootfs, 'etc', 'motd'), 'built offline\n');
+    const r = await node.usernode(['image', 'build-rootfs', rootfs, 'local/offline:v1']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /imported docker\.io\/local\/offline:v1 \(sha256:[a-f0-9]{64}\)/);
+    const st = await crictlJson<{ status: { id: string; repoTags: string[] } }>(['inspecti', 'local/offline:v1']);
+    assert.deepEqual(st.status.repoTags, ['docker.io/local/offline:v1']);
+    const layerDirs = (await readdir(join(dataDir, 'snapshots', 'layers'))).filter((n) => /^[a-f0-9]{64}$/.test(n));
+    const withMotd = layerDirs.filter((d) => existsSync(join(dataDir, 'snapshots', 'layers', d, 'fs', 'etc', 'motd')));
+    assert.equal(withMotd.length, 1, 'the unpacked layer does not hold the folder');
+    assert.equal(readFileSync(join(dataDir, 'snapshots', 'layers', withMotd[0]!, 'fs', 'etc', 'motd'), 'utf8'), 'built offline\n');
+  });
+
+  it('imports an OCI layout tar with usernode image import, and refuses a tar that is not one', async () => {
+    const layout = join(node.dir, 'layout');
+    await mkdir(layout);
+    const rootfs = join(node.dir, 'rootfs2');
+    await mkdir(rootfs);
+    await writeFile(join(rootfs, 'hello'), 'from a tar\n');
+    const built = await writeRootfsLayout(rootfs, layout, 'local/fromtar:v2', silentLogger);
+    const tarFile = join(node.dir, 'layout.tar');
+    assert.equal((await exec('tar', ['-C', layout, '-cf', tarFile, '.'])).code, 0);
+    const r = await node.usernode(['image', 'import', tarFile, '--name', 'local/renamed:v3']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, new RegExp(`docker\\.io/local/renamed:v3 \\(${built.configDigest}\\)`));
+    const bad = join(node.dir, 'bad.tar');
+    await writeFile(join(node.dir, 'evil'), 'x');
+    assert.equal((await exec('tar', ['-C', node.dir, '-cf', bad, 'evil'])).code, 0);
+    const refused = await node.usernode(['image', 'import', bad]);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /layout tar entry "evil"/);
   });
 
   it('keeps every image record across an agent restart', async () => {

@@ -48,6 +48,8 @@ export function exec(file: string, args: readonly string[], opts: { env?: NodeJS
       clearTimeout(timer);
       resolve({ code, signal, stdout, stderr });
     });
+    // A child that exits without reading its input is not an error of ours.
+    child.stdin.on('error', () => {});
     child.stdin.end(opts.input ?? '');
   });
 }
