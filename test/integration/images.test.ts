@@ -41,6 +41,7 @@ describe('usernode images: pull, list, inspect, remove, faults, critest', () => 
   let node: TestNode;
   let agent: AgentProcess;
   let fake: FakeRegistry;
+  let bearer: FakeRegistry;
   let dataDir: string;
 
   const img = (ref: string): ImageEntry => {
@@ -66,11 +67,14 @@ describe('usernode images: pull, list, inspect, remove, faults, critest', () => 
     // The host's end of the test-host veth: not loopback, so the node namespace reaches it.
     const hostSide = bed.registry.split(':')[0]!.replace(/\.\d+$/, '.1');
     await fake.listen(hostSide);
+    bearer = new FakeRegistry();
+    bearer.bearer = { user: 'alice', password: 'open sesame' };
+    await bearer.listen(hostSide);
     const mirrors = Object.entries(bed.critest.mirrors)
       .map(([host, url]) => `  ${host}: { mirrors: ["${url}"] }`)
       .join('\n');
     await node.writeConfig(
-      `registries:\n  "${bed.registry}": { plainHttp: true }\n  "${bed.authRegistry}": { plainHttp: true }\n  "${fake.address}": { plainHttp: true }\n${mirrors}\n`,
+      `registries:\n  "${bed.registry}": { plainHttp: true }\n  "${bed.authRegistry}": { plainHttp: true }\n  "${fake.address}": { plainHttp: true }\n  "${bearer.address}": { plainHttp: true }\n${mirrors}\n`,
     );
     agent = node.start();
     await agent.ready();
@@ -80,6 +84,7 @@ describe('usernode images: pull, list, inspect, remove, faults, critest', () => 
     agent?.child.kill('SIGTERM');
     await node?.destroy();
     await fake?.close();
+    await bearer?.close();
   });
 
   it('pulls by tag: the image id is the config digest, with its tag and repo digest', async () => {
@@ -150,6 +155,22 @@ describe('usernode images: pull, list, inspect, remove, faults, critest', () => 
     const right = await node.crictl(['pull', '--creds', bed.authUser, ref]);
     assert.equal(right.code, 0, right.stderr);
     assert.match(right.stdout, new RegExp(img(ref).configDigest));
+  });
+
+  it('follows a Bearer challenge to the token realm, with the credentials, and is refused without them', async () => {
+    {
+      const pushed = await bearer.addImage('private/bearer', 'v1', [await layerOf({ 'secret.txt': 'behind a token\n' })]);
+      const ref = `${bearer.address}/private/bearer:v1`;
+      const denied = await node.crictl(['pull', ref]);
+      assert.notEqual(denied.code, 0);
+      assert.match(denied.stderr, /PermissionDenied.*token request to http:\/\/[^ ]+\/token .*failed with HTTP 401/);
+      const ok = await node.crictl(['pull', '--creds', 'alice:open sesame', ref]);
+      assert.equal(ok.code, 0, ok.stderr);
+      assert.match(ok.stdout, new RegExp(pushed.configDigest));
+      const granted = bearer.tokenRequests.filter((r) => r.ok);
+      assert.ok(granted.length >= 1);
+      assert.deepEqual(granted[0], { service: 'fake-registry', scope: 'repository:private/bearer:pull', ok: true });
+    }
   });
 
   it('answers NOT_FOUND naming an unknown image', async () => {

@@ -41,6 +41,11 @@ export class FakeRegistry {
   private readonly manifests = new Map<string, { bytes: Buffer; mediaType: string }>();
   private readonly faults = new Map<string, Fault>();
   private server: Server | undefined;
+  private readonly tokens = new Set<string>();
+  /** When set, /v2/ needs a Bearer token from /token, which needs these Basic credentials. */
+  bearer: { user: string; password: string } | undefined;
+  /** Token requests answered, with the service and scope they asked for. */
+  readonly tokenRequests: Array<{ service: string | null; scope: string | null; ok: boolean }> = [];
   /** Blob GETs served, by digest. */
   readonly served = new Map<string, number>();
   address = '';
@@ -77,7 +82,7 @@ export class FakeRegistry {
   }
 
   async listen(host: string): Promise<string> {
-    this.server = createServer((req, res) => this.handle(req.method ?? 'GET', req.url ?? '/', res));
+    this.server = createServer((req, res) => this.handle(req.method ?? 'GET', req.url ?? '/', res, req.headers.authorization));
     await new Promise<void>((resolve, reject) => {
       this.server!.once('error', (e) => reject(new Error(`fake registry cannot listen on ${host} (is the test host up? scripts/testhost.sh up): ${e.message}`)));
       this.server!.listen(0, host, resolve);
@@ -91,7 +96,31 @@ export class FakeRegistry {
     await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
   }
 
-  private handle(method: string, url: string, res: ServerResponse): void {
+  private handle(method: string, url: string, res: ServerResponse, authorization: string | undefined): void {
+    if (url.startsWith('/token')) {
+      const u = new URL(url, 'http://x');
+      const want = this.bearer ? `Basic ${Buffer.from(`${this.bearer.user}:${this.bearer.password}`).toString('base64')}` : undefined;
+      const ok = want !== undefined && authorization === want;
+      this.tokenRequests.push({ service: u.searchParams.get('service'), scope: u.searchParams.get('scope'), ok });
+      if (!ok) {
+        res.writeHead(401, { 'content-type': 'application/json' }).end('{"details":"incorrect username or password"}');
+        return;
+      }
+      const token = createHash('sha256').update(String(Math.random())).digest('hex');
+      this.tokens.add(token);
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ token, expires_in: 300 }));
+      return;
+    }
+    if (this.bearer && !(authorization?.startsWith('Bearer ') && this.tokens.has(authorization.slice(7)))) {
+      const repo = /^\/v2\/(.+)\/(manifests|blobs)\//.exec(url)?.[1] ?? '';
+      res
+        .writeHead(401, {
+          'content-type': 'application/json',
+          'www-authenticate': `Bearer realm="http://${this.address}/token",service="fake-registry",scope="repository:${repo}:pull"`,
+        })
+        .end('{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}');
+      return;
+    }
     if (url === '/v2/' || url === '/v2') {
       res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
       return;
