@@ -27,6 +27,8 @@ export interface AgentConfig {
   logLevel: LogLevel;
   network: { mtu: number; podCIDR: string; bridge: string; networkName: string };
   tools: ToolPaths & Record<(typeof helperTools)[number], string | undefined>;
+  /** Where the node half serves /metrics (host, port); port 0 picks a free one. */
+  metrics: { host: string; port: number };
   /** auto: overlayfs where the user namespace allows it, else copy. */
   snapshotter: 'auto' | 'overlayfs' | 'copy';
   /** Registry hosts: mirrors and plain HTTP (config file `registries`). */
@@ -42,6 +44,7 @@ export function pathsOf(c: AgentConfig) {
     nodeNamespaceRecord: join(c.runtimeDir, 'node-namespace.json'),
     rootlesskitLog: join(c.runtimeDir, 'rootlesskit.log'),
     resolvedConfig: join(c.runtimeDir, 'runtime-config.json'),
+    runtimeMetricsSocket: join(c.runtimeDir, 'runtime-metrics.sock'),
     cniConfDir: join(c.dataDir, 'cni', 'net.d'),
     cniIpamDir: join(c.dataDir, 'cni', 'ipam'),
     imagesDir: join(c.dataDir, 'images'),
@@ -80,7 +83,7 @@ export interface ConfigFlags {
 /** Tools the agent uses but `run` does not require: features that need one say so when it is missing. */
 const helperTools = ['sleep', 'mount', 'umount', 'mknod', 'mkfifo', 'setfattr', 'cp'] as const;
 const toolKeys = ['rootlesskit', 'slirp4netns', 'newuidmap', 'newgidmap', 'runc', 'conmon', 'nsenter', 'iptables', ...helperTools] as const;
-const topKeys = ['criSocket', 'dataDir', 'runtimeDir', 'logLevel', 'network', 'tools', 'registries', 'snapshotter'] as const;
+const topKeys = ['criSocket', 'dataDir', 'runtimeDir', 'logLevel', 'network', 'tools', 'registries', 'snapshotter', 'metricsAddress'] as const;
 const networkKeys = ['mtu', 'podCIDR', 'bridge'] as const;
 
 export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.env): AgentConfig {
@@ -162,6 +165,7 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
     },
     registries: registriesOf(file, where),
     snapshotter: snapshotterOf(file, where),
+    metrics: metricsOf(file, where),
   };
 }
 
@@ -218,6 +222,13 @@ function obj(t: Table, key: string, where: string, known: readonly string[]): Ta
     if (!known.includes(k)) throw bad(`unknown setting (known: ${known.join(', ')})`, { field: `${where}: ${key}.${k}` });
   }
   return v as Table;
+}
+
+function metricsOf(t: Table, where: string): AgentConfig['metrics'] {
+  const v = t.metricsAddress ?? '127.0.0.1:10255';
+  const m = typeof v === 'string' ? /^(\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:]+\]|localhost):(\d{1,5})$/.exec(v) : null;
+  if (!m || Number(m[2]) > 65535) throw bad(`must be host:port such as 127.0.0.1:10255, got ${JSON.stringify(v)}`, { field: `${where}: metricsAddress` });
+  return { host: m[1]!.replace(/^\[|\]$/g, ''), port: Number(m[2]) };
 }
 
 function snapshotterOf(t: Table, where: string): AgentConfig['snapshotter'] {

@@ -8,6 +8,10 @@ import { enterArgv } from '../../pkg/netns/node_namespace.js';
 import { terminate } from '../../pkg/netns/procfs.js';
 import { fatalProblems, formatReport } from '../../pkg/node/preflight.js';
 import { RuntimeSupervisor } from '../../pkg/node/runtime_supervisor.js';
+import { createRegistry } from '../../pkg/metrics/registry.js';
+import { scrapeSocket, serveMetrics } from '../../pkg/metrics/server.js';
+import { failedPrecondition } from '../../pkg/errdefs/errors.js';
+import { agentVersion } from './version.js';
 import { type AgentConfig, pathsOf, toolPath } from './config.js';
 import { nodeNamespaceDriver } from './drivers.js';
 import { preflight } from './check.js';
@@ -43,6 +47,14 @@ export async function runNode(c: AgentConfig, env: NodeJS.ProcessEnv): Promise<n
       await terminate([orphan], 5000);
     }
     await prepareSocketPath(c.criSocket, c.uid);
+
+    const metrics = await serveMetrics(c.metrics, createRegistry('node', agentVersion), () => scrapeSocket(p.runtimeMetricsSocket)).catch((e: unknown) => {
+      throw failedPrecondition(`cannot serve metrics on ${c.metrics.host}:${c.metrics.port}: ${(e as Error).message}; set metricsAddress in the config file`, {
+        field: 'metricsAddress',
+      });
+    });
+    cleanup.push(() => metrics.close());
+    log.info('metrics listening', { address: `http://${metrics.address}/metrics` });
 
     const driver = nodeNamespaceDriver(c, log, env);
     const ns = await driver.ensure();

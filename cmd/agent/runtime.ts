@@ -10,6 +10,10 @@ import { ImageStore } from '../../pkg/image/image_store.js';
 import { LayerStore } from '../../pkg/image/layer_store.js';
 import { RegistryClient } from '../../pkg/image/registry_client.js';
 import { chooseSnapshotter } from '../../pkg/image/snapshotter_probe.js';
+import { criMetrics } from '../../pkg/metrics/cri.js';
+import { imageMetrics } from '../../pkg/metrics/image.js';
+import { createRegistry } from '../../pkg/metrics/registry.js';
+import { serveMetrics } from '../../pkg/metrics/server.js';
 import type { CriContext, RuntimeHealth } from '../../pkg/cri/context.js';
 import { createLogger } from '../../pkg/log/logger.js';
 import { checkPodNetwork, writeConflist } from '../../pkg/netns/cni/conflist.js';
@@ -63,7 +67,12 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
     copyTree: (from, to) => copyTree(c.tools.cp ?? '/bin/cp', from, to),
   });
   await Promise.all([content.init(), imageRecords.init(), layers.init()]);
+  const registry = createRegistry('runtime', agentVersion);
+  const pullMetrics = imageMetrics(registry);
   const images = new ImageService({
+    onPullStart: () => pullMetrics.pullStarted(),
+    onBytes: (n) => pullMetrics.bytesFetched(n),
+    onPull: (e) => pullMetrics.pullFinished(e),
     content,
     images: imageRecords,
     layers,
@@ -128,7 +137,10 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
     }),
   };
 
-  const server = new CriServer({ socketPath: c.criSocket, ctx, uid: process.getuid?.() ?? 0 });
+  const cri = criMetrics(registry);
+  const server = new CriServer({ socketPath: c.criSocket, ctx, uid: process.getuid?.() ?? 0, observe: (...a) => cri.observe(...a) });
+  // The node half serves these along with its own (pkg/metrics/server.ts).
+  const metrics = await serveMetrics({ socket: p.runtimeMetricsSocket }, registry);
   await server.start();
   serving = true;
   await new Promise<void>((resolve) => {
@@ -137,6 +149,7 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
   serving = false;
   log.info('runtime half stopping');
   await server.stop();
+  await metrics.close();
   return 0;
 }
 

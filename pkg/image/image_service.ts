@@ -41,7 +41,9 @@ export interface ImageServiceOptions {
   layersInUse?: () => Set<string>;
   /** Scratch folder for unpacking layout tars. */
   scratchDir: string;
-  /** Observes pulled bytes and durations (metrics). */
+  /** Observes pulls (metrics): start, bytes as they arrive, and the end. */
+  onPullStart?: () => void;
+  onBytes?: (n: number) => void;
   onPull?: (e: { ref: string; bytes: number; seconds: number; ok: boolean }) => void;
 }
 
@@ -77,11 +79,17 @@ export class ImageService {
   async pull(image: string, creds: Credentials | undefined, outer?: AbortSignal): Promise<ImageRecord> {
     const ref = parseReference(image, 'image.image');
     const registry = this.o.registry;
+    const onBytes = this.o.onBytes;
     const source: ContentSource = {
       manifest: (r, signal) => registry.manifest(r, creds, signal),
-      blob: (digest, size, signal) => registry.blob(ref, digest, size, creds, signal),
+      blob: async (digest, size, signal) => {
+        const s = await registry.blob(ref, digest, size, creds, signal);
+        if (onBytes) s.on('data', (c: Buffer) => onBytes(c.length));
+        return s;
+      },
     };
-    return this.install(ref, source, outer);
+    this.o.onPullStart?.();
+    return this.install(ref, source, outer, true);
   }
 
   /**
@@ -89,7 +97,7 @@ export class ImageService {
    * this node, fetch config and layers, unpack, record. The registry pull
    * and the offline import both come through here.
    */
-  async install(ref: ImageReference, source: ContentSource, outer?: AbortSignal): Promise<ImageRecord> {
+  async install(ref: ImageReference, source: ContentSource, outer?: AbortSignal, observed = false): Promise<ImageRecord> {
     // One failure stops the rest of the pull's work before its leftovers are removed.
     const stop = new AbortController();
     const signal = outer ? AbortSignal.any([outer, stop.signal]) : stop.signal;
@@ -169,13 +177,13 @@ export class ImageService {
       const saved = await this.serial(() => this.o.images.put(record, tagReference(ref), `${repositoryOf(ref)}@${chain[0]}`));
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       log.info('image pulled', { image: formatReference(ref), id: saved.id, bytes, seconds: seconds.toFixed(3) });
-      this.o.onPull?.({ ref: formatReference(ref), bytes, seconds, ok: true });
+      if (observed) this.o.onPull?.({ ref: formatReference(ref), bytes, seconds, ok: true });
       return saved;
     } catch (e: unknown) {
       stop.abort();
       await Promise.allSettled(pending);
       await this.serial(() => this.discard(added));
-      this.o.onPull?.({ ref: formatReference(ref), bytes, seconds: Number(process.hrtime.bigint() - started) / 1e9, ok: false });
+      if (observed) this.o.onPull?.({ ref: formatReference(ref), bytes, seconds: Number(process.hrtime.bigint() - started) / 1e9, ok: false });
       throw e;
     }
   }

@@ -126,7 +126,7 @@ describe('usernode CLI: bad input fails clearly and leaves nothing behind', () =
     const fake = join(node.dir, 'bin');
     await mkdir(fake, { recursive: true });
     await writeFile(join(fake, 'slirp4netns'), '#!/bin/sh\necho "fake slirp4netns refuses" >&2\nexit 1\n', { mode: 0o755 });
-    const p = await config('badslirp.yaml', `tools:\n  slirp4netns: ${join(fake, 'slirp4netns')}\n`);
+    const p = await config('badslirp.yaml', `metricsAddress: "127.0.0.1:0"\ntools:\n  slirp4netns: ${join(fake, 'slirp4netns')}\n`);
     const r = await node.usernode(['run', '--config', p]);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /could not create the node namespace/);

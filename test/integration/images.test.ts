@@ -310,6 +310,23 @@ describe('usernode images: pull, list, inspect, remove, faults, critest', () => 
     assert.match(refused.stderr, /layout tar entry "evil"/);
   });
 
+  it('counts pulls, pulled bytes and CRI calls in the metrics the node serves', async () => {
+    const res = await fetch(agent.metricsUrl);
+    assert.equal(res.status, 200);
+    const text = await res.text();
+    const value = (re: RegExp): number => Number(re.exec(text)?.[1] ?? NaN);
+    assert.ok(value(/^usernode_image_pulls_total\{result="success"\} (\d+)/m) >= 5, 'successful pulls not counted');
+    assert.ok(value(/^usernode_image_pulls_total\{result="failure"\} (\d+)/m) >= 3, 'failed pulls not counted');
+    assert.ok(value(/^usernode_image_pull_bytes_total (\d+)/m) > 1_000_000, 'pulled bytes not counted');
+    assert.equal(value(/^usernode_image_pulls_in_progress (\d+)/m), 0);
+    assert.ok(value(/^usernode_cri_operations_total\{service="ImageService",method="PullImage",code="OK"\} (\d+)/m) >= 5);
+    assert.ok(value(/^usernode_cri_operations_total\{service="ImageService",method="PullImage",code="PERMISSION_DENIED"\} (\d+)/m) >= 1);
+    assert.match(text, /^usernode_cri_operation_duration_seconds_bucket\{le="0\.1",service="ImageService",method="PullImage"\} \d+/m);
+    assert.match(text, /^usernode_build_info\{version="[^"]+",nodejs="v\d+/m);
+    assert.match(text, /^usernode_runtime_process_resident_memory_bytes \d+/m, "the runtime half's own process metrics are missing");
+    assert.match(text, /^process_resident_memory_bytes \d+/m);
+  });
+
   it('keeps every image record across an agent restart', async () => {
     const beforeIds = (await listImages()).map((i) => i.id).sort();
     agent.child.kill('SIGTERM');

@@ -68,6 +68,13 @@ export class AgentProcess {
     return this.child.pid!;
   }
 
+  /** The /metrics URL the agent logged. */
+  get metricsUrl(): string {
+    const m = /msg="metrics listening" address=(\S+)/.exec(this.log);
+    if (!m) throw new Error(`the agent logged no metrics address:\n${this.log}`);
+    return m[1]!;
+  }
+
   /** Resolves when the agent logs that it is ready; rejects if it exits first or after `timeoutMs`. */
   async ready(timeoutMs = 60000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
@@ -97,7 +104,9 @@ export class TestNode {
       XDG_DATA_HOME: join(dir, 'data'),
       XDG_CONFIG_HOME: join(dir, 'config'),
     };
-    return new TestNode(dir, env);
+    const node = new TestNode(dir, env);
+    await node.writeConfig('');
+    return node;
   }
 
   get runtimeDir(): string {
@@ -121,7 +130,8 @@ export class TestNode {
     const dir = join(this.dir, 'config', 'usernode');
     await mkdir(dir, { recursive: true });
     const path = join(dir, 'config.yaml');
-    await writeFile(path, yaml);
+    // Any free port: test nodes must not fight over the default 10255.
+    await writeFile(path, /^metricsAddress:/m.test(yaml) ? yaml : `metricsAddress: "127.0.0.1:0"\n${yaml}`);
     return path;
   }
 
