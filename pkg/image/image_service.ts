@@ -1,5 +1,3 @@
-import type { Readable } from 'node:stream';
-
 import { invalidArgument } from '../errdefs/errors.js';
 import type { Logger } from '../log/logger.js';
 import type { ContentStore } from './content_store.js';
@@ -19,7 +17,10 @@ import {
 } from './media_types.js';
 import { formatReference, type ImageReference, parseReference, repositoryOf, tagReference } from './reference.js';
 import { layoutImages, layoutSource, openLayout } from './oci_layout.js';
-import type { Credentials, FetchedManifest, RegistryClient } from './registry_client.js';
+import type { Credentials, RegistryClient } from './registry_client.js';
+import type { ContentSource } from './content_source.js';
+
+export type { ContentSource } from './content_source.js';
 
 // Images as the CRI ImageService sees them: pull (resolve → manifest →
 // config → layers fetched concurrently → unpacked → record), list, status,
@@ -45,14 +46,6 @@ export interface ImageServiceOptions {
   onPullStart?: () => void;
   onBytes?: (n: number) => void;
   onPull?: (e: { ref: string; bytes: number; seconds: number; ok: boolean }) => void;
-}
-
-/** Where an image's manifests and blobs come from: a registry, or an OCI layout on disk. */
-export interface ContentSource {
-  /** The manifest or index `ref` names (by its digest when it has one); verified by digest. */
-  manifest(ref: ImageReference, signal?: AbortSignal): Promise<FetchedManifest>;
-  /** A blob stream that fails unless its bytes match `digest` and `size`. */
-  blob(digest: string, size: number, signal?: AbortSignal): Promise<Readable>;
 }
 
 const layerTypes = new Set<string>([

@@ -8,7 +8,7 @@ import { pipeline } from 'node:stream/promises';
 import { extract } from 'tar-stream';
 
 import { DomainError, invalidArgument, notFound } from '../errdefs/errors.js';
-import type { ContentSource } from './image_service.js';
+import type { ContentSource } from './content_source.js';
 import type { ImageIndex } from './media_types.js';
 import { formatReference, type ImageReference, parseReference } from './reference.js';
 import { DigestVerifier, type FetchedManifest } from './registry_client.js';
