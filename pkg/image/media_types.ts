@@ -92,15 +92,28 @@ export function nodePlatform(arch: string = process.arch): Platform {
 }
 
 /**
- * The index entry for `want`: same os and architecture; an exact variant
- * wins, then no variant; arm64 treats "v8" and no variant alike.
+ * The index entry for `want`: same os and architecture; the best variant the
+ * node can run — its own, then older ones it is compatible with (arm/v7 runs
+ * v6 and v5 code, as containerd's matcher allows) — then an entry with no
+ * variant. arm64 treats "v8" and no variant alike.
  */
 export function selectPlatform(manifests: readonly Descriptor[], want: Platform): Descriptor | undefined {
   const norm = (p: Platform): string | undefined => (p.architecture === 'arm64' && (p.variant === undefined || p.variant === 'v8') ? 'v8' : p.variant);
   const candidates = manifests.filter((m) => m.platform && m.platform.os === want.os && m.platform.architecture === want.architecture && isManifest(m.mediaType ?? mediaTypes.ociManifest));
-  return (
-    candidates.find((m) => norm(m.platform!) === norm(want)) ??
-    candidates.find((m) => m.platform!.variant === undefined) ??
-    (want.variant === undefined ? candidates[0] : undefined)
-  );
+  const own = norm(want);
+  const compatible = want.architecture === 'arm' && own !== undefined ? armVariantsFrom(own) : own === undefined ? [] : [own];
+  for (const v of compatible) {
+    const hit = candidates.find((m) => norm(m.platform!) === v);
+    if (hit) return hit;
+  }
+  return candidates.find((m) => m.platform!.variant === undefined) ?? (own === undefined ? candidates[0] : undefined);
+}
+
+/** "v7" → v7, v6, v5: the 32-bit arm variants a CPU of that level runs. */
+function armVariantsFrom(v: string): string[] {
+  const n = Number(/^v(\d)$/.exec(v)?.[1] ?? NaN);
+  if (!Number.isFinite(n)) return [v];
+  const out: string[] = [];
+  for (let i = Math.min(n, 8); i >= 5; i--) out.push(`v${i}`);
+  return out;
 }

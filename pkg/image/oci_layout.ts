@@ -122,7 +122,8 @@ export async function layoutImages(dir: string, name: string | undefined): Promi
     if (full === undefined) {
       if (annotated === undefined) throw invalidArgument(`image ${e.digest} in the layout has no name; give one with --name`, { field: '--name' });
       // A ref.name that is only a tag ("latest") names no repository.
-      if (!annotated.includes('/') && !annotated.includes(':') && !annotated.includes('.')) {
+      // (containerd reads a ref.name with none of / : @ as a tag, e.g. "1.36" or "v1.0").
+      if (!/[/:@]/.test(annotated)) {
         throw invalidArgument(`image ${e.digest} is named only "${annotated}"; give a full name with --name`, { field: '--name' });
       }
       full = annotated;

@@ -106,19 +106,25 @@ export class RegistryClient {
     const endpoints = this.endpoints(ref);
     let last: unknown;
     for (const [i, base] of endpoints.entries()) {
-      const isLast = i === endpoints.length - 1;
+      // Mirrors come first and any failure of theirs moves on to the next
+      // endpoint; the registry's own answer is final. Credentials given for
+      // the registry are never sent to a mirror.
+      const isRegistry = i === endpoints.length - 1;
+      const host = new URL(base).host;
       try {
-        const res = await this.authorized(ref, `${base}/v2/${ref.path}/${suffix}`, o);
+        const res = await this.authorized(ref, `${base}/v2/${ref.path}/${suffix}`, { ...o, creds: isRegistry ? o.creds : undefined });
         if (res.ok) return res;
         const text = await res.text().catch(() => '');
-        const err = statusError(res.status, ref, suffix, text);
-        // A mirror that lacks the content is skipped; the registry's answer is final.
-        if (isLast || (res.status !== 404 && res.status < 500)) throw err;
+        const err = statusError(res.status, ref, suffix, text, host);
+        if (isRegistry) throw err;
         last = err;
+        this.opts.log.warn('mirror cannot serve it; trying the next endpoint', { endpoint: base, status: res.status });
       } catch (e: unknown) {
-        if (e instanceof DomainError && (isLast || e.code !== 'Unavailable')) throw e;
+        if (isRegistry) {
+          if (e instanceof DomainError) throw e;
+          throw unavailable(`cannot reach ${base} for ${formatReference(ref)}: ${describeFetchError(e)}`, { cause: e });
+        }
         last = e;
-        if (isLast) throw unavailable(`cannot reach ${base} for ${formatReference(ref)}: ${describeFetchError(e)}`, { cause: e });
         this.opts.log.warn('mirror failed; trying the next endpoint', { endpoint: base, error: describeFetchError(e) });
       }
     }
@@ -230,13 +236,13 @@ export function parseChallenge(header: string): { scheme: 'basic' | 'bearer'; pa
   return { scheme, params };
 }
 
-function statusError(status: number, ref: ImageReference, suffix: string, body: string): Error {
+function statusError(status: number, ref: ImageReference, suffix: string, body: string, host: string): Error {
   const what = suffix.startsWith('manifests/') ? formatReference(ref) : `${suffix.slice('blobs/'.length)} of ${formatReference(ref)}`;
   const detail = registryErrorText(body);
-  if (status === 404) return notFound(`${what} not found on ${ref.domain}${detail}`, { field: 'image' });
-  if (status === 401 || status === 403) return permissionDenied(`${ref.domain} denied access to ${what} (HTTP ${status})${detail}`, { field: 'auth' });
-  if (status === 429) return unavailable(`${ref.domain} is rate limiting pulls (HTTP 429)${detail}`);
-  return unavailable(`${ref.domain} answered HTTP ${status} for ${what}${detail}`);
+  if (status === 404) return notFound(`${what} not found on ${host}${detail}`, { field: 'image' });
+  if (status === 401 || status === 403) return permissionDenied(`${host} denied access to ${what} (HTTP ${status})${detail}`, { field: 'auth' });
+  if (status === 429) return unavailable(`${host} is rate limiting pulls (HTTP 429)${detail}`);
+  return unavailable(`${host} answered HTTP ${status} for ${what}${detail}`);
 }
 
 function registryErrorText(body: string): string {

@@ -517,7 +517,6 @@ describe('RegistryClient mirrors', () => {
 
   test(
     'a mirror refusing access (403) falls through to the registry, as containerd does',
-    { todo: 'pkg/image/registry_client.ts:116 only 404 and 5xx from a mirror try the next endpoint; any other status (401/403, e.g. a pull-through cache that does not proxy this repository) fails the pull although the registry would serve it; containerd\'s resolver tries the next host on any status > 399' },
     async () => {
       await withServers(2, async ([reg, mirror]) => {
         reg!.handler = serveManifest;
