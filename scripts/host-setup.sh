@@ -1,25 +1,28 @@
 #!/usr/bin/env bash
 # One-time host set-up for a rootless usernode, run as root:
-#   sudo scripts/host-setup.sh [--create-user] [--tests] USER
+#   sudo scripts/host-setup.sh [--create-user] [--tests] [--bench] USER
 # Installs the Debian packages the node needs (and, with --tests, what the test
-# bed needs), gives USER a subuid/subgid range of 65536 ids, makes /dev/net/tun
-# usable and gives USER a runtime folder (/run/user/UID) where no login manager
-# makes one. Idempotent: a second run changes nothing.
+# bed needs; with --bench, containerd for the side-by-side benchmarks), gives
+# USER a subuid/subgid range of 65536 ids, makes /dev/net/tun usable and gives
+# USER a runtime folder (/run/user/UID) where no login manager makes one.
+# Idempotent: a second run changes nothing.
 set -euo pipefail
 
 create_user=0
 tests=0
+bench=0
 user=""
 for arg in "$@"; do
   case "$arg" in
     --create-user) create_user=1 ;;
     --tests) tests=1 ;;
+    --bench) bench=1 ;;
     -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "host-setup: unknown flag $arg" >&2; exit 2 ;;
     *) [ -z "$user" ] || { echo "host-setup: only one USER may be given" >&2; exit 2; }; user=$arg ;;
   esac
 done
-[ -n "$user" ] || { echo "usage: sudo $0 [--create-user] [--tests] USER" >&2; exit 2; }
+[ -n "$user" ] || { echo "usage: sudo $0 [--create-user] [--tests] [--bench] USER" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "host-setup: must run as root (sudo $0 $*)" >&2; exit 1; }
 [ "$user" != root ] || { echo "host-setup: USER must be an ordinary user, not root" >&2; exit 2; }
 
@@ -29,6 +32,10 @@ log() { echo "host-setup: $*"; }
 packages=(uidmap rootlesskit slirp4netns runc conmon containernetworking-plugins iptables iproute2 util-linux procps)
 if [ "$tests" = 1 ]; then
   packages+=(python3 git tar ca-certificates docker-registry busybox-static apache2-utils attr zstd)
+fi
+if [ "$bench" = 1 ]; then
+  # The benchmarks' reference: containerd 1.6 (CRI plugin, overlayfs), run rootless by bench/run.sh.
+  packages+=(containerd)
 fi
 missing=()
 for p in "${packages[@]}"; do
