@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 
 import { createLogger } from '../../pkg/log/logger.js';
@@ -25,8 +26,10 @@ export async function stop(c: AgentConfig, env: NodeJS.ProcessEnv): Promise<numb
   lines.push(...report.stopped.map((s) => `stopped ${s}`));
   for (const f of [c.criSocket, p.agentPid, p.runtimePid, p.resolvedConfig]) await rm(f, { force: true });
 
-  // Anything of ours still named like a node component is a leak worth naming.
-  const leftovers = (await processesOf(c.uid)).filter((q) => ['rootlesskit', 'slirp4netns', 'conmon', 'exe'].includes(q.comm) || report.survivors.includes(q.pid));
+  // What teardown could not stop, and any process still naming this node's
+  // folders (rootlesskit's state dir, the runtime half's config): a leak worth
+  // naming. Other nodes of the same user are not this node's business.
+  const leftovers = (await processesOf(c.uid)).filter((q) => report.survivors.includes(q.pid) || cmdlineMentions(q.pid, c.runtimeDir));
   if (lines.length === 0) lines.push('usernode is not running; nothing to stop');
   process.stdout.write(lines.map((l) => `usernode stop: ${l}\n`).join(''));
   if (leftovers.length > 0) {
@@ -34,4 +37,13 @@ export async function stop(c: AgentConfig, env: NodeJS.ProcessEnv): Promise<numb
     return 1;
   }
   return 0;
+}
+
+function cmdlineMentions(pid: number, path: string): boolean {
+  if (pid === process.pid) return false;
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').some((a) => a.includes(path));
+  } catch {
+    return false;
+  }
 }
