@@ -10,6 +10,7 @@ import { ImageStore } from '../../pkg/image/image_store.js';
 import { LayerStore } from '../../pkg/image/layer_store.js';
 import { RegistryClient } from '../../pkg/image/registry_client.js';
 import { chooseSnapshotter } from '../../pkg/image/snapshotter_probe.js';
+import { UnpackPool } from '../../pkg/image/unpack_pool.js';
 import { criMetrics } from '../../pkg/metrics/cri.js';
 import { imageMetrics } from '../../pkg/metrics/image.js';
 import { createRegistry } from '../../pkg/metrics/registry.js';
@@ -57,6 +58,8 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
   log.info('snapshotter chosen', { snapshotter: snap.snapshotter, reason: snap.reason });
   const content = new ContentStore(join(p.imagesDir, 'content'));
   const imageRecords = new ImageStore(join(p.imagesDir, 'records'));
+  // Layers unpack in worker threads: every core, and the CRI thread stays free.
+  const unpackPool = new UnpackPool();
   const layers = new LayerStore({
     root: p.snapshotsDir,
     snapshotter: snap.snapshotter,
@@ -65,6 +68,7 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
     // uid 0 of the node's user namespace may give files any of its 65536 ids.
     preserveOwnership: true,
     copyTree: (from, to) => copyTree(c.tools.cp ?? '/bin/cp', from, to),
+    unpacker: (job, signal) => unpackPool.run(job, signal),
   });
   await Promise.all([content.init(), imageRecords.init(), layers.init()]);
   const registry = createRegistry('runtime', agentVersion);
@@ -150,6 +154,7 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
   log.info('runtime half stopping');
   await server.stop();
   await metrics.close();
+  await unpackPool.close();
   return 0;
 }
 

@@ -1,17 +1,12 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { mkdir, open, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { PassThrough, Transform } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import { createGunzip } from 'node:zlib';
-
-import { Decompress } from 'fzstd';
 
 import { invalidArgument } from '../errdefs/errors.js';
 import { diskFullError } from './disk_full.js';
 import type { Logger } from '../log/logger.js';
-import { applyLayer, detectCompression, type ApplyOptions } from './unpack/apply.js';
+import type { ApplyOptions } from './unpack/apply.js';
+import { unpackBlob, type UnpackJob, type UnpackJobResult } from './unpack_blob.js';
 
 // Unpacked layers, one folder per chain id, shared by every image whose
 // layer stack starts the same way. With the overlayfs snapshotter each
@@ -38,6 +33,8 @@ export interface LayerStoreOptions {
   tools: ApplyOptions['tools'];
   /** Inside the node namespace ownership is kept; as a plain user (tests) it cannot be. */
   preserveOwnership: boolean;
+  /** Runs one unpack (a worker pool in the agent); in-process when not given. */
+  unpacker?: (job: UnpackJob, signal?: AbortSignal) => Promise<UnpackJobResult>;
   /** For the copy snapshotter: copies a tree (cp -a), to start a layer from its parent. */
   copyTree?: (from: string, to: string) => Promise<void>;
 }
@@ -115,29 +112,15 @@ export class LayerStore {
       } else {
         await mkdir(fs, { mode: 0o755 });
       }
-      const uncompressed = new PassThrough();
-      const hash = createHash('sha256');
-      const hasher = new Transform({
-        transform(chunk: Buffer, _enc, cb) {
-          hash.update(chunk);
-          cb(null, chunk);
-        },
-      });
-      const decompress = await decompressorFor(blobPath);
-      const feeding = pipeline(createReadStream(blobPath), decompress, hasher, uncompressed, signal ? { signal } : {});
-      const applying = applyLayer(uncompressed, fs, {
+      const job: UnpackJob = {
+        blobPath,
+        target: fs,
         mode: this.o.snapshotter === 'overlayfs' ? 'layer' : 'merge',
         preserveOwnership: this.o.preserveOwnership,
-        log: this.o.log,
         tools: this.o.tools,
-        ...(signal ? { signal } : {}),
-      });
-      // The applier's error (a hostile entry, say) explains more than the broken pipe it causes.
-      const [fed, applied] = await Promise.allSettled([feeding, applying]);
-      if (applied.status === 'rejected') throw applied.reason;
-      if (fed.status === 'rejected') throw fed.reason;
-      const result = applied.value;
-      const got = `sha256:${hash.digest('hex')}`;
+      };
+      const result = this.o.unpacker ? await this.o.unpacker(job, signal) : await unpackBlob(job, this.o.log, signal);
+      const got = result.diffId;
       if (got !== diffId) throw invalidArgument(`layer ${chainId} unpacks to ${got}, not the diff id ${diffId} its image config states`, { field: 'diff_ids' });
       for (const s of result.skipped) this.o.log.warn('layer entry skipped', { layer: diffId, entry: s.entry, reason: s.reason });
       const info: LayerInfo = { chainId, diffId, snapshotter: this.o.snapshotter };
@@ -158,46 +141,4 @@ export class LayerStore {
   async remove(chainId: string): Promise<void> {
     await rm(this.dir(chainId), { recursive: true, force: true });
   }
-}
-
-/** The decompressor for a blob, chosen by its first bytes (media types lie more often than magic). */
-async function decompressorFor(path: string): Promise<NodeJS.ReadWriteStream> {
-  const f = await open(path, 'r');
-  const head = Buffer.alloc(4);
-  try {
-    await f.read(head, 0, 4, 0);
-  } finally {
-    await f.close();
-  }
-  const kind = detectCompression(head);
-  // 256 KiB output chunks: the default 16 KiB makes decompression and hashing pay per-chunk costs many times over.
-  if (kind === 'gzip') return createGunzip({ chunkSize: 256 * 1024 });
-  if (kind === 'zstd') return zstdStream();
-  return new PassThrough();
-}
-
-/** fzstd is push-based: feed it each chunk, finish it at the end. */
-function zstdStream(): Transform {
-  const t: Transform = new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      try {
-        z.push(chunk);
-        cb();
-      } catch (e: unknown) {
-        cb(e instanceof Error ? e : new Error(String(e)));
-      }
-    },
-    flush(cb) {
-      try {
-        z.push(new Uint8Array(0), true);
-        cb();
-      } catch (e: unknown) {
-        cb(e instanceof Error ? e : new Error(String(e)));
-      }
-    },
-  });
-  const z = new Decompress((c: Uint8Array) => {
-    t.push(Buffer.from(c));
-  });
-  return t;
 }
