@@ -21,3 +21,14 @@ export type { ImageStatusRequest__Output } from './generated/runtime/v1/ImageSta
 export type { ImageStatusResponse } from './generated/runtime/v1/ImageStatusResponse.js';
 export type { RemoveImageRequest__Output } from './generated/runtime/v1/RemoveImageRequest.js';
 export type { RemoveImageResponse } from './generated/runtime/v1/RemoveImageResponse.js';
+export type { RunPodSandboxRequest__Output } from './generated/runtime/v1/RunPodSandboxRequest.js';
+export type { RunPodSandboxResponse } from './generated/runtime/v1/RunPodSandboxResponse.js';
+export type { StopPodSandboxRequest__Output } from './generated/runtime/v1/StopPodSandboxRequest.js';
+export type { StopPodSandboxResponse } from './generated/runtime/v1/StopPodSandboxResponse.js';
+export type { RemovePodSandboxRequest__Output } from './generated/runtime/v1/RemovePodSandboxRequest.js';
+export type { RemovePodSandboxResponse } from './generated/runtime/v1/RemovePodSandboxResponse.js';
+export type { PodSandboxStatusRequest__Output } from './generated/runtime/v1/PodSandboxStatusRequest.js';
+export type { PodSandboxStatusResponse } from './generated/runtime/v1/PodSandboxStatusResponse.js';
+export type { ListPodSandboxRequest__Output } from './generated/runtime/v1/ListPodSandboxRequest.js';
+export type { ListPodSandboxResponse } from './generated/runtime/v1/ListPodSandboxResponse.js';
+export type { PodSandbox } from './generated/runtime/v1/PodSandbox.js';

@@ -45,6 +45,9 @@ export function pathsOf(c: AgentConfig) {
     rootlesskitLog: join(c.runtimeDir, 'rootlesskit.log'),
     resolvedConfig: join(c.runtimeDir, 'runtime-config.json'),
     runtimeMetricsSocket: join(c.runtimeDir, 'runtime-metrics.sock'),
+    podNamespacesDir: join(c.runtimeDir, 'netns'),
+    sandboxRecordsDir: join(c.dataDir, 'pods', 'sandboxes'),
+    podFilesDir: join(c.dataDir, 'pods', 'files'),
     cniConfDir: join(c.dataDir, 'cni', 'net.d'),
     cniIpamDir: join(c.dataDir, 'cni', 'ipam'),
     imagesDir: join(c.dataDir, 'images'),
@@ -81,7 +84,7 @@ export interface ConfigFlags {
 }
 
 /** Tools the agent uses but `run` does not require: features that need one say so when it is missing. */
-const helperTools = ['sleep', 'mount', 'umount', 'mknod', 'mkfifo', 'setfattr', 'cp'] as const;
+const helperTools = ['sleep', 'mount', 'umount', 'mknod', 'mkfifo', 'setfattr', 'cp', 'unshare'] as const;
 const toolKeys = ['rootlesskit', 'slirp4netns', 'newuidmap', 'newgidmap', 'runc', 'conmon', 'nsenter', 'iptables', ...helperTools] as const;
 const topKeys = ['criSocket', 'dataDir', 'runtimeDir', 'logLevel', 'network', 'tools', 'registries', 'snapshotter', 'metricsAddress'] as const;
 const networkKeys = ['mtu', 'podCIDR', 'bridge'] as const;

@@ -1,9 +1,14 @@
 import { access, constants, mkdir, readFile } from 'node:fs/promises';
 
 import { spawn } from 'node:child_process';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 
+import type { PodRuntime } from '../../pkg/cri/pods.js';
 import { CriServer } from '../../pkg/cri/server.js';
+import { CniNetwork } from '../../pkg/netns/cni/invoke.js';
+import { PodNamespaces } from '../../pkg/netns/pod_namespaces.js';
+import { SandboxStore } from '../../pkg/sandbox/sandbox_store.js';
 import { ContentStore } from '../../pkg/image/content_store.js';
 import { ImageService } from '../../pkg/image/image_service.js';
 import { ImageStore } from '../../pkg/image/image_store.js';
@@ -86,6 +91,19 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
   });
   // Whatever a crash mid-pull left is not referenced by any record.
   await images.collectGarbage();
+  const sandboxes = new SandboxStore(p.sandboxRecordsDir);
+  await sandboxes.init();
+  const podNamespaces = new PodNamespaces({ root: p.podNamespacesDir, unshare: c.tools.unshare ?? '/usr/bin/unshare', umount: c.tools.umount ?? '/bin/umount' });
+  const cni = await CniNetwork.load(conflist, c.tools.cniBinDir, { ...process.env, PATH: `${process.env.PATH ?? ''}:/usr/sbin:/sbin` });
+  const pods: PodRuntime = {
+    store: sandboxes,
+    namespaces: podNamespaces,
+    cni,
+    podsDir: p.podFilesDir,
+    nodeResolvConf: await readFile('/etc/resolv.conf', 'utf8').catch(() => 'nameserver 10.0.2.3\n'),
+    nodeHostname: hostname(),
+  };
+  await recoverSandboxes(sandboxes, log);
   const cgroups = await detectCgroups();
   if (!cgroups.canEnforceLimits) log.warn('resource limits will not be enforced', { reason: cgroups.reason });
 
@@ -97,6 +115,7 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
     features: { userNamespaces: false, recursiveReadOnlyMounts: false },
     dirs: { images: p.imagesDir, snapshots: p.snapshotsDir },
     images,
+    pods,
     snapshotter: snap.snapshotter,
     ready: () => serving,
     health: async (): Promise<RuntimeHealth> => {
@@ -156,6 +175,24 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
   await metrics.close();
   await unpackPool.close();
   return 0;
+}
+
+/**
+ * After a restart: a READY pod whose network namespace is no longer mounted
+ * (the node namespace was made anew, e.g. after a reboot) has lost its
+ * network; it is NOTREADY now, so kubelet recreates it.
+ */
+async function recoverSandboxes(store: SandboxStore, log: ReturnType<typeof createLogger>): Promise<void> {
+  const mounts = await readFile('/proc/self/mountinfo', 'utf8');
+  for (const r of store.list()) {
+    if (r.state !== 'SANDBOX_READY' || !r.namespaces.net) continue;
+    if (!mounts.includes(` ${r.namespaces.net} `)) {
+      log.warn('pod sandbox lost its network namespace; marking it NOTREADY', { id: r.id.slice(0, 12) });
+      const { network: _n, ...rest } = r;
+      void _n;
+      await store.update({ ...rest, state: 'SANDBOX_NOTREADY' });
+    }
+  }
 }
 
 /** cp -a keeps owners, modes, links and times: a copy-snapshotter layer starts as its parent. */

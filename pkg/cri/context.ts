@@ -1,6 +1,7 @@
 import type { ImageService } from '../image/image_service.js';
 import type { Snapshotter } from '../image/layer_store.js';
 import type { Logger } from '../log/logger.js';
+import type { PodRuntime } from './pods.js';
 
 // What the CRI handlers may use. cmd/agent builds it from the real stores and
 // drivers; unit tests build it from fakes.
@@ -29,6 +30,7 @@ export interface CriContext {
   /** False while the runtime half starts or stops; RPCs other than Version and Status get UNAVAILABLE. */
   ready(): boolean;
   images: ImageService;
+  pods: PodRuntime;
   snapshotter: Snapshotter;
   /** Where images and container snapshots live (ImageFsInfo). */
   dirs: { images: string; snapshots: string };

@@ -6,6 +6,11 @@ import { removeImage } from './image_remove.js';
 import { imageStatus } from './image_status.js';
 import type { UnaryHandler } from './instrumented.js';
 import { runtimeConfig } from './runtime_config.js';
+import { listPodSandbox } from './sandbox_list.js';
+import { removePodSandbox } from './sandbox_remove.js';
+import { runPodSandbox } from './sandbox_run.js';
+import { podSandboxStatus } from './sandbox_status.js';
+import { stopPodSandbox } from './sandbox_stop.js';
 import { status } from './status.js';
 import { version } from './version.js';
 
@@ -16,6 +21,11 @@ export const runtimeServiceHandlers: Readonly<Record<string, UnaryHandler>> = {
   Version: version,
   Status: status,
   RuntimeConfig: runtimeConfig,
+  RunPodSandbox: runPodSandbox,
+  StopPodSandbox: stopPodSandbox,
+  RemovePodSandbox: removePodSandbox,
+  PodSandboxStatus: podSandboxStatus,
+  ListPodSandbox: listPodSandbox,
 };
 
 export const imageServiceHandlers: Readonly<Record<string, UnaryHandler>> = {

@@ -20,6 +20,7 @@ import type { RuntimeConfigResponse__Output } from '../../proto/generated/runtim
 import type { StatusResponse__Output } from '../../proto/generated/runtime/v1/StatusResponse.js';
 import type { VersionResponse__Output } from '../../proto/generated/runtime/v1/VersionResponse.js';
 import type { ImageService } from '../../pkg/image/image_service.js';
+import type { PodRuntime } from '../../pkg/cri/pods.js';
 
 // A real CriServer on a unix socket in a temp dir, driven through the same
 // client the node half uses; the context behind it is a fake.
@@ -48,6 +49,7 @@ function fakeContext(dir: string): FakeContext {
     features: { userNamespaces: true, recursiveReadOnlyMounts: false },
     // The image RPCs have tests of their own; these tests never reach them.
     images: {} as ImageService,
+    pods: {} as PodRuntime,
     snapshotter: 'overlayfs',
   };
   return c;
@@ -223,9 +225,9 @@ describe('CriServer answers the built RPCs', () => {
 describe('CriServer errors', () => {
   test('an unbuilt RPC is UNIMPLEMENTED and names the RPC', async () => {
     const { clients } = await startServer();
-    const run = await callError((cb) => clients.runtime.RunPodSandbox({}, deadline(), cb));
+    const run = await callError((cb) => clients.runtime.CreateContainer({}, deadline(), cb));
     assert.equal(run.code, grpc.status.UNIMPLEMENTED);
-    assert.match(run.details, /RuntimeService\.RunPodSandbox/);
+    assert.match(run.details, /RuntimeService\.CreateContainer/);
     const list = await callError((cb) => clients.runtime.ListContainers({}, deadline(), cb));
     assert.equal(list.code, grpc.status.UNIMPLEMENTED);
     assert.match(list.details, /RuntimeService\.ListContainers/);

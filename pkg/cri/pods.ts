@@ -1,0 +1,16 @@
+import type { CniNetwork } from '../netns/cni/invoke.js';
+import type { PodNamespaces } from '../netns/pod_namespaces.js';
+import type { SandboxStore } from '../sandbox/sandbox_store.js';
+
+/** What the pod sandbox RPCs work with (CriContext.pods). */
+export interface PodRuntime {
+  store: SandboxStore;
+  namespaces: PodNamespaces;
+  cni: CniNetwork;
+  /** Per-pod files (hosts, resolv.conf, hostname) live under here. */
+  podsDir: string;
+  /** The node's resolv.conf, for pods without a DNSConfig. */
+  nodeResolvConf: string;
+  /** The node's own host name, for hostNetwork pods without one. */
+  nodeHostname: string;
+}

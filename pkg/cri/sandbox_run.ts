@@ -1,0 +1,93 @@
+import { randomBytes } from 'node:crypto';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+
+import type { RunPodSandboxRequest__Output, RunPodSandboxResponse } from '../../proto/types.js';
+import { alreadyExists, invalidArgument, messageOf } from '../errdefs/errors.js';
+import type { CniResult, PortMapping } from '../netns/cni/invoke.js';
+import { writePodFiles } from '../sandbox/pod_files.js';
+import { nameKey, type SandboxRecord } from '../sandbox/sandbox_store.js';
+import { CleanupStack } from './cleanup_stack.js';
+import type { CriContext } from './context.js';
+
+// RunPodSandbox: a pod is its namespaces (network, IPC, UTS, bind-mounted, no
+// pause process), its network attachment on the usernode0 bridge (CNI:
+// loopback, bridge + host-local, portmap), and its hosts/resolv.conf files.
+// Every step pushes its undo; a failure leaves no netns, veth, lease or file.
+
+export async function runPodSandbox(req: RunPodSandboxRequest__Output, ctx: CriContext): Promise<RunPodSandboxResponse> {
+  const config = req.config;
+  if (!config) throw invalidArgument('a pod sandbox config is required', { field: 'config' });
+  const md = config.metadata;
+  if (!md) throw invalidArgument('metadata is required', { field: 'config.metadata' });
+  for (const k of ['name', 'namespace', 'uid'] as const) {
+    if (!md[k]) throw invalidArgument(`metadata.${k} must not be empty`, { field: `config.metadata.${k}` });
+  }
+  if (req.runtimeHandler !== '' && req.runtimeHandler !== 'runc') {
+    throw invalidArgument(`unknown runtime handler "${req.runtimeHandler}" (usernode has "" and "runc")`, { field: 'runtime_handler' });
+  }
+  const metadata = { name: md.name, uid: md.uid, namespace: md.namespace, attempt: md.attempt };
+  const pods = ctx.pods;
+  const clash = pods.store.list().find((r) => nameKey(r.metadata) === nameKey(metadata));
+  if (clash) throw alreadyExists(`a pod sandbox named ${nameKey(metadata)} already exists (${clash.id})`, { field: 'config.metadata' });
+
+  const nsOpts = config.linux?.securityContext?.namespaceOptions;
+  const hostNetwork = nsOpts?.network === 'NODE';
+  const portMappings: PortMapping[] = (config.portMappings ?? []).map((p, i) => {
+    if (!(p.containerPort > 0 && p.containerPort <= 65535)) throw invalidArgument(`container_port ${p.containerPort} is out of range 1-65535`, { field: `config.port_mappings[${i}].container_port` });
+    if (!(p.hostPort >= 0 && p.hostPort <= 65535)) throw invalidArgument(`host_port ${p.hostPort} is out of range 0-65535`, { field: `config.port_mappings[${i}].host_port` });
+    const protocol = (p.protocol ?? 'TCP').toLowerCase() as PortMapping['protocol'];
+    return { hostPort: p.hostPort, containerPort: p.containerPort, protocol, ...(p.hostIp ? { hostIP: p.hostIp } : {}) };
+  });
+  const hostname = config.hostname || (hostNetwork ? pods.nodeHostname : md.name);
+  if (!/^[a-zA-Z0-9]([a-zA-Z0-9.-]{0,62})$/.test(hostname)) throw invalidArgument(`hostname "${hostname}" is not a valid host name`, { field: 'config.hostname' });
+
+  const id = randomBytes(32).toString('hex');
+  const log = ctx.log.child('sandbox');
+  const undo = new CleanupStack();
+  try {
+    const ns = await pods.namespaces.create(id, hostname, !hostNetwork);
+    undo.push('pod namespaces', () => pods.namespaces.remove(id));
+
+    let network: SandboxRecord['network'];
+    if (!hostNetwork) {
+      const attach = { containerId: id, netns: ns.net, args: { K8S_POD_NAMESPACE: md.namespace, K8S_POD_NAME: md.name, K8S_POD_INFRA_CONTAINER_ID: id, K8S_POD_UID: md.uid } };
+      await pods.cni.loopback('ADD', attach);
+      const result: CniResult = await pods.cni.add({ ...attach, ifName: 'eth0', portMappings });
+      undo.push('pod network', () => pods.cni.del({ ...attach, ifName: 'eth0', portMappings }, result));
+      const ips = (result.ips ?? []).map((x) => x.address.split('/')[0]!);
+      if (ips.length === 0) throw invalidArgument('the CNI plugins gave the pod no IP address', { field: 'cni' });
+      network = { ip: ips[0]!, additionalIps: ips.slice(1), cniResult: result };
+    }
+
+    const dir = join(pods.podsDir, id);
+    const dns = config.dnsConfig ? { servers: config.dnsConfig.servers, searches: config.dnsConfig.searches, options: config.dnsConfig.options } : undefined;
+    undo.push('pod files', () => rm(dir, { recursive: true, force: true }));
+    const files = await writePodFiles(dir, hostname, network?.ip, dns, pods.nodeResolvConf);
+
+    const record: SandboxRecord = {
+      id,
+      metadata,
+      state: 'SANDBOX_READY',
+      createdAt: String(BigInt(Date.now()) * 1000000n + process.hrtime.bigint() % 1000000n),
+      labels: config.labels ?? {},
+      annotations: config.annotations ?? {},
+      runtimeHandler: req.runtimeHandler,
+      hostname,
+      hostNetwork,
+      namespaces: hostNetwork ? { ipc: ns.ipc, uts: ns.uts } : ns,
+      ...(network ? { network } : {}),
+      files,
+      logDirectory: config.logDirectory,
+      portMappings,
+      config,
+    };
+    await pods.store.add(record);
+    undo.release();
+    log.info('pod sandbox ready', { id: id.slice(0, 12), pod: `${md.namespace}/${md.name}`, ip: network?.ip ?? 'host' });
+    return { podSandboxId: id };
+  } catch (e: unknown) {
+    await undo.unwind((what, err) => log.error('undo failed', { what, error: messageOf(err) }));
+    throw e;
+  }
+}

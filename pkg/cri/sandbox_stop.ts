@@ -1,0 +1,31 @@
+import type { StopPodSandboxRequest__Output, StopPodSandboxResponse } from '../../proto/types.js';
+import { invalidArgument } from '../errdefs/errors.js';
+import type { CniResult } from '../netns/cni/invoke.js';
+import type { SandboxRecord } from '../sandbox/sandbox_store.js';
+import type { CriContext } from './context.js';
+
+// StopPodSandbox: the pod's network is given back (CNI DEL, the network
+// namespace unmounted) and the sandbox is NOTREADY. kubelet calls it more
+// than once and for pods already gone: both are success (api.proto).
+
+export async function stopPodSandbox(req: StopPodSandboxRequest__Output, ctx: CriContext): Promise<StopPodSandboxResponse> {
+  if (req.podSandboxId === '') throw invalidArgument('pod_sandbox_id is required', { field: 'pod_sandbox_id' });
+  const r = ctx.pods.store.find(req.podSandboxId);
+  if (!r) return {};
+  await stopSandbox(r, ctx);
+  return {};
+}
+
+export async function stopSandbox(r: SandboxRecord, ctx: CriContext): Promise<void> {
+  const pods = ctx.pods;
+  if (r.network && r.namespaces.net) {
+    const attach = { containerId: r.id, netns: r.namespaces.net, args: { K8S_POD_NAMESPACE: r.metadata.namespace, K8S_POD_NAME: r.metadata.name, K8S_POD_INFRA_CONTAINER_ID: r.id, K8S_POD_UID: r.metadata.uid } };
+    await pods.cni.del({ ...attach, ifName: 'eth0', portMappings: r.portMappings }, r.network.cniResult as CniResult);
+  }
+  const { network: _gone, ...rest } = r;
+  void _gone;
+  if (r.state !== 'SANDBOX_NOTREADY' || r.network) {
+    await pods.store.update({ ...rest, state: 'SANDBOX_NOTREADY' });
+    ctx.log.info('pod sandbox stopped', { id: r.id.slice(0, 12), pod: `${r.metadata.namespace}/${r.metadata.name}` });
+  }
+}

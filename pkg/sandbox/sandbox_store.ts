@@ -1,0 +1,116 @@
+import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
+import { alreadyExists, notFound } from '../errdefs/errors.js';
+
+// Pod sandbox records, one JSON file per sandbox written atomically, loaded
+// on start so an agent restart loses nothing.
+//
+//   RunPodSandbox ──▶ READY ──StopPodSandbox──▶ NOTREADY ──RemovePodSandbox──▶ (gone)
+//                       └───────────── RemovePodSandbox (stops first) ─────────────┘
+//
+// A name (namespace, name, uid, attempt) belongs to one sandbox at a time, as
+// kubelet expects.
+
+export type SandboxState = 'SANDBOX_READY' | 'SANDBOX_NOTREADY';
+
+export interface SandboxMetadata {
+  name: string;
+  uid: string;
+  namespace: string;
+  attempt: number;
+}
+
+export interface SandboxRecord {
+  id: string;
+  metadata: SandboxMetadata;
+  state: SandboxState;
+  /** Nanoseconds since the epoch, as a decimal string. */
+  createdAt: string;
+  labels: Record<string, string>;
+  annotations: Record<string, string>;
+  runtimeHandler: string;
+  hostname: string;
+  hostNetwork: boolean;
+  /** Bind-mounted namespace files; net is absent for hostNetwork pods. */
+  namespaces: { net?: string; ipc: string; uts: string };
+  /** Set while the pod's network is attached (READY); cleared by Stop. */
+  network?: { ip: string; additionalIps: string[]; cniResult: unknown };
+  files: { dir: string; hostname: string; hosts: string; resolvConf: string };
+  logDirectory: string;
+  portMappings: Array<{ hostPort: number; containerPort: number; protocol: 'tcp' | 'udp' | 'sctp'; hostIP?: string }>;
+  /** The CRI config as given, for the containers of this pod. */
+  config: unknown;
+}
+
+export function nameKey(m: SandboxMetadata): string {
+  return `${m.namespace}/${m.name}/${m.uid}/${m.attempt}`;
+}
+
+export class SandboxStore {
+  private readonly records = new Map<string, SandboxRecord>();
+
+  constructor(private readonly dir: string) {}
+
+  async init(): Promise<void> {
+    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    for (const n of await readdir(this.dir)) {
+      if (n.endsWith('.tmp')) {
+        await rm(join(this.dir, n), { force: true });
+        continue;
+      }
+      if (!n.endsWith('.json')) continue;
+      try {
+        const r = JSON.parse(await readFile(join(this.dir, n), 'utf8')) as SandboxRecord;
+        this.records.set(r.id, r);
+      } catch {
+        await rm(join(this.dir, n), { force: true });
+      }
+    }
+  }
+
+  /** Reserves the name; throws AlreadyExists for a second sandbox of one name. */
+  async add(r: SandboxRecord): Promise<void> {
+    if (this.records.has(r.id)) throw alreadyExists(`pod sandbox ${r.id} already exists`, { field: 'pod_sandbox_id' });
+    const clash = this.list().find((o) => nameKey(o.metadata) === nameKey(r.metadata));
+    if (clash) {
+      throw alreadyExists(`a pod sandbox named ${nameKey(r.metadata)} already exists (${clash.id}); remove it first`, { field: 'config.metadata' });
+    }
+    await this.write(r);
+  }
+
+  get(id: string): SandboxRecord {
+    const r = this.find(id);
+    if (!r) throw notFound(`pod sandbox ${id} not found`, { field: 'pod_sandbox_id' });
+    return r;
+  }
+
+  /** By full id or unique prefix; undefined when none. */
+  find(id: string): SandboxRecord | undefined {
+    if (id === '') return undefined;
+    const exact = this.records.get(id);
+    if (exact) return exact;
+    const m = this.list().filter((r) => r.id.startsWith(id));
+    return m.length === 1 ? m[0] : undefined;
+  }
+
+  list(): SandboxRecord[] {
+    return [...this.records.values()];
+  }
+
+  async update(r: SandboxRecord): Promise<void> {
+    await this.write(r);
+  }
+
+  async delete(id: string): Promise<void> {
+    await rm(join(this.dir, `${id}.json`), { force: true });
+    this.records.delete(id);
+  }
+
+  private async write(r: SandboxRecord): Promise<void> {
+    const f = join(this.dir, `${r.id}.json`);
+    await writeFile(`${f}.tmp`, JSON.stringify(r) + '\n', { mode: 0o600 });
+    await rename(`${f}.tmp`, f);
+    this.records.set(r.id, r);
+  }
+}
