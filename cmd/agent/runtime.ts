@@ -6,7 +6,7 @@ import { join } from 'node:path';
 
 import type { PodRuntime } from '../../pkg/cri/pods.js';
 import { CriServer } from '../../pkg/cri/server.js';
-import { CniNetwork } from '../../pkg/netns/cni/invoke.js';
+import { CniNetwork, type CniResult } from '../../pkg/netns/cni/invoke.js';
 import { PodNamespaces } from '../../pkg/netns/pod_namespaces.js';
 import { SandboxStore } from '../../pkg/sandbox/sandbox_store.js';
 import { ContentStore } from '../../pkg/image/content_store.js';
@@ -103,7 +103,7 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
     nodeResolvConf: await readFile('/etc/resolv.conf', 'utf8').catch(() => 'nameserver 10.0.2.3\n'),
     nodeHostname: hostname(),
   };
-  await recoverSandboxes(sandboxes, log);
+  await recoverSandboxes(sandboxes, cni, log);
   const cgroups = await detectCgroups();
   if (!cgroups.canEnforceLimits) log.warn('resource limits will not be enforced', { reason: cgroups.reason });
 
@@ -182,12 +182,16 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
  * (the node namespace was made anew, e.g. after a reboot) has lost its
  * network; it is NOTREADY now, so kubelet recreates it.
  */
-async function recoverSandboxes(store: SandboxStore, log: ReturnType<typeof createLogger>): Promise<void> {
+async function recoverSandboxes(store: SandboxStore, cni: CniNetwork, log: ReturnType<typeof createLogger>): Promise<void> {
   const mounts = await readFile('/proc/self/mountinfo', 'utf8');
   for (const r of store.list()) {
     if (r.state !== 'SANDBOX_READY' || !r.namespaces.net) continue;
     if (!mounts.includes(` ${r.namespaces.net} `)) {
       log.warn('pod sandbox lost its network namespace; marking it NOTREADY', { id: r.id.slice(0, 12) });
+      // DEL with a gone netns still releases the IP lease and NAT rules (CNI spec: DEL tolerates missing state).
+      await cni
+        .del({ containerId: r.id, netns: '', ifName: 'eth0', args: { K8S_POD_NAMESPACE: r.metadata.namespace, K8S_POD_NAME: r.metadata.name, K8S_POD_INFRA_CONTAINER_ID: r.id, K8S_POD_UID: r.metadata.uid }, portMappings: r.portMappings }, r.network?.cniResult as CniResult | undefined)
+        .catch((e: unknown) => log.warn('releasing the lost pod network failed', { id: r.id.slice(0, 12), error: (e as Error).message }));
       const { network: _n, ...rest } = r;
       void _n;
       await store.update({ ...rest, state: 'SANDBOX_NOTREADY' });

@@ -2,6 +2,8 @@ import { readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 
 import { createLogger } from '../../pkg/log/logger.js';
+import { criClients, criVersion } from '../../proto/client.js';
+import type { ListPodSandboxResponse__Output } from '../../proto/generated/runtime/v1/ListPodSandboxResponse.js';
 import { processesOf, terminate } from '../../pkg/netns/procfs.js';
 import { type AgentConfig, pathsOf } from './config.js';
 import { nodeNamespaceDriver } from './drivers.js';
@@ -15,6 +17,13 @@ export async function stop(c: AgentConfig, env: NodeJS.ProcessEnv): Promise<numb
   const log = createLogger({ level: c.logLevel, component: 'stop' });
   const p = pathsOf(c);
   const lines: string[] = [];
+  // Pods first, through the CRI while the runtime still answers: their
+  // network is given back (IP leases, NAT rules) as StopPodSandbox does.
+  const stoppedPods = await stopPods(c.criSocket).catch((e: unknown) => {
+    log.warn('could not stop the pods through the CRI', { error: (e as Error).message });
+    return 0;
+  });
+  if (stoppedPods > 0) lines.push(`stopped ${stoppedPods} pod sandbox(es)`);
   for (const [what, file] of [['agent', p.agentPid], ['runtime half', p.runtimePid]] as const) {
     const pid = await readPid(file);
     if (pid !== undefined && agentPidAlive(pid)) {
@@ -37,6 +46,26 @@ export async function stop(c: AgentConfig, env: NodeJS.ProcessEnv): Promise<numb
     return 1;
   }
   return 0;
+}
+
+async function stopPods(socket: string): Promise<number> {
+  try {
+    await criVersion(socket, 2000);
+  } catch {
+    return 0; // Not running: nothing to stop through it.
+  }
+  const c = criClients(socket);
+  try {
+    const list = await new Promise<ListPodSandboxResponse__Output>((res, rej) =>
+      c.runtime.ListPodSandbox({ filter: { state: { state: 'SANDBOX_READY' } } }, { deadline: Date.now() + 10000 }, (e, r) => (e || !r ? rej(e ?? new Error('empty')) : res(r))),
+    );
+    for (const p of list.items) {
+      await new Promise<void>((res, rej) => c.runtime.StopPodSandbox({ podSandboxId: p.id }, { deadline: Date.now() + 60000 }, (e) => (e ? rej(e) : res())));
+    }
+    return list.items.length;
+  } finally {
+    c.close();
+  }
 }
 
 function cmdlineMentions(pid: number, path: string): boolean {

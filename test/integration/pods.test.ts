@@ -209,4 +209,21 @@ describe('usernode pods: sandboxes, pod network, leaks, restarts', () => {
     assert.equal(summary[4], '0', r.stdout.slice(-5000));
     assert.ok(Number(summary[1]) >= 7);
   });
+
+  it('usernode stop stops the pods and gives their addresses back; the records stay for kubelet to remove', async () => {
+    const id = await runp('at-stop');
+    assert.ok((await footprint()).leases.length > 0);
+    const r = await node.usernode(['stop']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /stopped \d+ pod sandbox/);
+    await agent.exited;
+    const ipam = join(node.dir, 'data', 'usernode', 'cni', 'ipam', 'usernode');
+    const leases = existsSync(ipam) ? (await readdir(ipam)).filter((n) => /^\d+\.\d+\.\d+\.\d+$/.test(n)) : [];
+    assert.deepEqual(leases, [], 'IP leases kept after usernode stop');
+    agent = node.start();
+    await agent.ready();
+    const s = await inspectp(id);
+    assert.equal(s.status.state, 'SANDBOX_NOTREADY');
+    assert.equal((await node.crictl(['rmp', id])).code, 0);
+  });
 });
