@@ -32,3 +32,15 @@ export type { PodSandboxStatusResponse } from './generated/runtime/v1/PodSandbox
 export type { ListPodSandboxRequest__Output } from './generated/runtime/v1/ListPodSandboxRequest.js';
 export type { ListPodSandboxResponse } from './generated/runtime/v1/ListPodSandboxResponse.js';
 export type { PodSandbox } from './generated/runtime/v1/PodSandbox.js';
+export type { CreateContainerRequest__Output } from './generated/runtime/v1/CreateContainerRequest.js';
+export type { CreateContainerResponse } from './generated/runtime/v1/CreateContainerResponse.js';
+export type { StartContainerRequest__Output } from './generated/runtime/v1/StartContainerRequest.js';
+export type { StartContainerResponse } from './generated/runtime/v1/StartContainerResponse.js';
+export type { StopContainerRequest__Output } from './generated/runtime/v1/StopContainerRequest.js';
+export type { StopContainerResponse } from './generated/runtime/v1/StopContainerResponse.js';
+export type { RemoveContainerRequest__Output } from './generated/runtime/v1/RemoveContainerRequest.js';
+export type { RemoveContainerResponse } from './generated/runtime/v1/RemoveContainerResponse.js';
+export type { ContainerStatusRequest__Output } from './generated/runtime/v1/ContainerStatusRequest.js';
+export type { ContainerStatusResponse } from './generated/runtime/v1/ContainerStatusResponse.js';
+export type { ListContainersRequest__Output } from './generated/runtime/v1/ListContainersRequest.js';
+export type { ListContainersResponse } from './generated/runtime/v1/ListContainersResponse.js';

@@ -9,6 +9,11 @@ import { CriServer } from '../../pkg/cri/server.js';
 import { CniNetwork, type CniResult } from '../../pkg/netns/cni/invoke.js';
 import { PodNamespaces } from '../../pkg/netns/pod_namespaces.js';
 import { SandboxStore } from '../../pkg/sandbox/sandbox_store.js';
+import { ContainerStore } from '../../pkg/sandbox/container_store.js';
+import { ConmonMonitor } from '../../pkg/sandbox/conmon.js';
+import { RuncRuntime } from '../../pkg/sandbox/runc.js';
+import { ContainerRootfs } from '../../pkg/image/container_rootfs.js';
+import type { ContainerRuntime } from '../../pkg/cri/containers.js';
 import { ContentStore } from '../../pkg/image/content_store.js';
 import { ImageService } from '../../pkg/image/image_service.js';
 import { ImageStore } from '../../pkg/image/image_store.js';
@@ -76,6 +81,7 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
     unpacker: (job, signal) => unpackPool.run(job, signal),
   });
   await Promise.all([content.init(), imageRecords.init(), layers.init()]);
+  const containerStoreRef: { current?: ContainerStore } = {};
   const registry = createRegistry('runtime', agentVersion);
   const pullMetrics = imageMetrics(registry);
   const images = new ImageService({
@@ -88,6 +94,8 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
     registry: new RegistryClient({ hosts: c.registries, log: log.child('registry') }),
     log: log.child('images'),
     scratchDir: join(p.imagesDir, 'tmp'),
+    // Layers a container's rootfs stands on stay until the container is removed.
+    layersInUse: () => containerStoreRef.current?.layersInUse() ?? new Set<string>(),
   });
   // Whatever a crash mid-pull left is not referenced by any record.
   await images.collectGarbage();
@@ -104,6 +112,22 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
     nodeHostname: hostname(),
   };
   await recoverSandboxes(sandboxes, cni, log);
+  const containerStore = new ContainerStore(p.containerRecordsDir);
+  await containerStore.init();
+  containerStoreRef.current = containerStore;
+  for (const d of [p.bundlesDir, p.exitDir, p.attachDir, p.runcRoot]) await mkdir(d, { recursive: true, mode: 0o700 });
+  const runc = c.tools.runc ?? '/usr/sbin/runc';
+  const containers: ContainerRuntime = {
+    store: containerStore,
+    rootfs: new ContainerRootfs({ root: p.snapshotsDir, snapshotter: snap.snapshotter, mount: c.tools.mount ?? '/bin/mount', umount: c.tools.umount ?? '/bin/umount', cp: c.tools.cp ?? '/bin/cp' }),
+    runtime: new RuncRuntime(runc, p.runcRoot),
+    monitor: new ConmonMonitor(c.tools.conmon ?? '/usr/bin/conmon', runc, p.runcRoot),
+    bundlesDir: p.bundlesDir,
+    exitDir: p.exitDir,
+    socketDir: p.attachDir,
+    cgroups: { canEnforceLimits: false },
+    seccompDefault: undefined,
+  };
   const cgroups = await detectCgroups();
   if (!cgroups.canEnforceLimits) log.warn('resource limits will not be enforced', { reason: cgroups.reason });
 
@@ -116,6 +140,7 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
     dirs: { images: p.imagesDir, snapshots: p.snapshotsDir },
     images,
     pods,
+    containers,
     snapshotter: snap.snapshotter,
     ready: () => serving,
     health: async (): Promise<RuntimeHealth> => {

@@ -1,6 +1,7 @@
 import type { ImageService } from '../image/image_service.js';
 import type { Snapshotter } from '../image/layer_store.js';
 import type { Logger } from '../log/logger.js';
+import type { ContainerRuntime } from './containers.js';
 import type { PodRuntime } from './pods.js';
 
 // What the CRI handlers may use. cmd/agent builds it from the real stores and
@@ -31,6 +32,7 @@ export interface CriContext {
   ready(): boolean;
   images: ImageService;
   pods: PodRuntime;
+  containers: ContainerRuntime;
   snapshotter: Snapshotter;
   /** Where images and container snapshots live (ImageFsInfo). */
   dirs: { images: string; snapshots: string };

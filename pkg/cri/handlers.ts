@@ -1,4 +1,10 @@
 import { importImage } from './admin_image_import.js';
+import { createContainer } from './container_create.js';
+import { listContainers } from './container_list.js';
+import { removeContainer } from './container_remove.js';
+import { startContainer } from './container_start.js';
+import { containerStatus } from './container_status.js';
+import { stopContainer } from './container_stop.js';
 import { imageFsInfo } from './image_fs_info.js';
 import { listImages } from './image_list.js';
 import { pullImage } from './image_pull.js';
@@ -26,6 +32,12 @@ export const runtimeServiceHandlers: Readonly<Record<string, UnaryHandler>> = {
   RemovePodSandbox: removePodSandbox,
   PodSandboxStatus: podSandboxStatus,
   ListPodSandbox: listPodSandbox,
+  CreateContainer: createContainer,
+  StartContainer: startContainer,
+  StopContainer: stopContainer,
+  RemoveContainer: removeContainer,
+  ContainerStatus: containerStatus,
+  ListContainers: listContainers,
 };
 
 export const imageServiceHandlers: Readonly<Record<string, UnaryHandler>> = {

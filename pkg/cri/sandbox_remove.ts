@@ -2,6 +2,7 @@ import type { RemovePodSandboxRequest__Output, RemovePodSandboxResponse } from '
 import { rm } from 'node:fs/promises';
 
 import { invalidArgument } from '../errdefs/errors.js';
+import { removeRecord } from './container_remove.js';
 import type { CriContext } from './context.js';
 import { stopSandbox } from './sandbox_stop.js';
 
@@ -12,6 +13,7 @@ export async function removePodSandbox(req: RemovePodSandboxRequest__Output, ctx
   const r = ctx.pods.store.find(req.podSandboxId);
   if (!r) return {};
   await stopSandbox(r, ctx);
+  for (const c of ctx.containers.store.list().filter((x) => x.sandboxId === r.id)) await removeRecord(c, ctx.containers);
   await ctx.pods.namespaces.remove(r.id);
   await rm(r.files.dir, { recursive: true, force: true });
   await ctx.pods.store.delete(r.id);

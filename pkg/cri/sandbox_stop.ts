@@ -2,6 +2,7 @@ import type { StopPodSandboxRequest__Output, StopPodSandboxResponse } from '../.
 import { invalidArgument } from '../errdefs/errors.js';
 import type { CniResult } from '../netns/cni/invoke.js';
 import type { SandboxRecord } from '../sandbox/sandbox_store.js';
+import { stopRecord } from './container_stop.js';
 import type { CriContext } from './context.js';
 
 // StopPodSandbox: the pod's network is given back (CNI DEL, the network
@@ -18,6 +19,8 @@ export async function stopPodSandbox(req: StopPodSandboxRequest__Output, ctx: Cr
 
 export async function stopSandbox(r: SandboxRecord, ctx: CriContext): Promise<void> {
   const pods = ctx.pods;
+  // Its containers first: nothing of the pod may run once its network is gone.
+  for (const c of ctx.containers.store.list().filter((x) => x.sandboxId === r.id)) await stopRecord(c, 0, ctx.containers);
   if (r.network && r.namespaces.net) {
     const attach = { containerId: r.id, netns: r.namespaces.net, args: { K8S_POD_NAMESPACE: r.metadata.namespace, K8S_POD_NAME: r.metadata.name, K8S_POD_INFRA_CONTAINER_ID: r.id, K8S_POD_UID: r.metadata.uid } };
     await pods.cni.del({ ...attach, ifName: 'eth0', portMappings: r.portMappings }, r.network.cniResult as CniResult);

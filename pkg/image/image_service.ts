@@ -240,6 +240,12 @@ export class ImageService {
     }
   }
 
+  /** The folders a container's rootfs stands on, bottom layer first (copy snapshotter: the merged top only). */
+  layerPaths(r: ImageRecord): string[] {
+    const dirs = r.layers.map((l) => this.o.layers.fsPath(l.chainId));
+    return this.o.layers.snapshotter === 'copy' ? dirs.slice(-1) : dirs;
+  }
+
   list(filter?: string): ImageRecord[] {
     if (filter === undefined || filter === '') return this.o.images.list();
     const r = this.o.images.resolve(filter);

@@ -21,6 +21,7 @@ import type { StatusResponse__Output } from '../../proto/generated/runtime/v1/St
 import type { VersionResponse__Output } from '../../proto/generated/runtime/v1/VersionResponse.js';
 import type { ImageService } from '../../pkg/image/image_service.js';
 import type { PodRuntime } from '../../pkg/cri/pods.js';
+import type { ContainerRuntime } from '../../pkg/cri/containers.js';
 
 // A real CriServer on a unix socket in a temp dir, driven through the same
 // client the node half uses; the context behind it is a fake.
@@ -50,6 +51,7 @@ function fakeContext(dir: string): FakeContext {
     // The image RPCs have tests of their own; these tests never reach them.
     images: {} as ImageService,
     pods: {} as PodRuntime,
+    containers: {} as ContainerRuntime,
     snapshotter: 'overlayfs',
   };
   return c;
@@ -214,10 +216,10 @@ describe('CriServer answers the built RPCs', () => {
     const clients = criClients(p.socket);
     toClose.push(clients);
     await call((cb) => clients.runtime.Version({}, deadline(), cb));
-    await callError((cb) => clients.runtime.ListContainers({}, deadline(), cb));
+    await callError((cb) => clients.runtime.ContainerStats({}, deadline(), cb));
     assert.deepEqual(seen, [
       ['RuntimeService', 'Version', grpc.status.OK],
-      ['RuntimeService', 'ListContainers', grpc.status.UNIMPLEMENTED],
+      ['RuntimeService', 'ContainerStats', grpc.status.UNIMPLEMENTED],
     ]);
   });
 });
@@ -225,12 +227,12 @@ describe('CriServer answers the built RPCs', () => {
 describe('CriServer errors', () => {
   test('an unbuilt RPC is UNIMPLEMENTED and names the RPC', async () => {
     const { clients } = await startServer();
-    const run = await callError((cb) => clients.runtime.CreateContainer({}, deadline(), cb));
+    const run = await callError((cb) => clients.runtime.ExecSync({}, deadline(), cb));
     assert.equal(run.code, grpc.status.UNIMPLEMENTED);
-    assert.match(run.details, /RuntimeService\.CreateContainer/);
-    const list = await callError((cb) => clients.runtime.ListContainers({}, deadline(), cb));
+    assert.match(run.details, /RuntimeService\.ExecSync/);
+    const list = await callError((cb) => clients.runtime.ContainerStats({}, deadline(), cb));
     assert.equal(list.code, grpc.status.UNIMPLEMENTED);
-    assert.match(list.details, /RuntimeService\.ListContainers/);
+    assert.match(list.details, /RuntimeService\.ContainerStats/);
   });
 
   test('a server-streaming RPC (GetContainerEvents) ends with UNIMPLEMENTED', async () => {

@@ -1,0 +1,29 @@
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+
+import type { RemoveContainerRequest__Output, RemoveContainerResponse } from '../../proto/types.js';
+import { invalidArgument } from '../errdefs/errors.js';
+import type { ContainerRecord } from '../sandbox/container_store.js';
+import type { ContainerRuntime } from './containers.js';
+import { stopRecord } from './container_stop.js';
+import type { CriContext } from './context.js';
+
+// RemoveContainer: a running one is killed first; then runc forgets it, its
+// rootfs is unmounted and removed, and its record goes. Missing is success.
+export async function removeContainer(req: RemoveContainerRequest__Output, ctx: CriContext): Promise<RemoveContainerResponse> {
+  if (req.containerId === '') throw invalidArgument('container_id is required', { field: 'container_id' });
+  const r = ctx.containers.store.find(req.containerId);
+  if (!r) return {};
+  await removeRecord(r, ctx.containers);
+  ctx.log.info('container removed', { id: r.id.slice(0, 12), name: r.metadata.name });
+  return {};
+}
+
+export async function removeRecord(r: ContainerRecord, c: ContainerRuntime): Promise<void> {
+  await stopRecord(r, 0, c);
+  await c.runtime.delete(r.id, true);
+  await c.rootfs.remove(r.id);
+  await rm(r.bundle, { recursive: true, force: true });
+  await rm(join(c.exitDir, r.id), { force: true });
+  await c.store.delete(r.id);
+}

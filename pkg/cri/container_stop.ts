@@ -1,0 +1,54 @@
+import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
+
+import type { StopContainerRequest__Output, StopContainerResponse } from '../../proto/types.js';
+import { invalidArgument } from '../errdefs/errors.js';
+import type { ContainerRecord } from '../sandbox/container_store.js';
+import { type ContainerRuntime, refresh } from './containers.js';
+import type { CriContext } from './context.js';
+
+// StopContainer: the image's STOPSIGNAL (or SIGTERM), SIGKILL after the
+// timeout. Stopping a stopped or missing container is success (api.proto).
+export async function stopContainer(req: StopContainerRequest__Output, ctx: CriContext): Promise<StopContainerResponse> {
+  if (req.containerId === '') throw invalidArgument('container_id is required', { field: 'container_id' });
+  const r = ctx.containers.store.find(req.containerId);
+  if (!r) return {};
+  await stopRecord(r, Number(req.timeout), ctx.containers);
+  return {};
+}
+
+export async function stopRecord(r0: ContainerRecord, timeoutSeconds: number, c: ContainerRuntime): Promise<ContainerRecord> {
+  let r = await refresh(r0, c);
+  if (r.state === 'CONTAINER_EXITED') return r;
+  if (r.state === 'CONTAINER_CREATED') {
+    // Never started: nothing runs the user's process; end the created one.
+    await c.runtime.kill(r.id, 'SIGKILL');
+  } else {
+    if (timeoutSeconds > 0) {
+      await c.runtime.kill(r.id, r.stopSignal || 'SIGTERM');
+      await waitForExit(r.id, c, timeoutSeconds * 1000);
+    }
+    // Not --all: without a cgroup of its own runc cannot find the container's other processes (it errors); its init dying ends the pid namespace.
+    await c.runtime.kill(r.id, 'SIGKILL');
+  }
+  await waitForExit(r.id, c, 10000);
+  r = await refresh(r, c);
+  if (r.state !== 'CONTAINER_EXITED') {
+    // Created-but-never-started containers exit without an exit file from conmon on some versions.
+    r = { ...r, state: 'CONTAINER_EXITED', exitCode: 137, reason: 'Error', finishedAt: String(BigInt(Date.now()) * 1000000n) };
+    await c.store.update(r);
+  }
+  return r;
+}
+
+async function waitForExit(id: string, c: ContainerRuntime, ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    try {
+      await stat(join(c.exitDir, id));
+      return;
+    } catch {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+}

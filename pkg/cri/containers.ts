@@ -1,0 +1,58 @@
+import { readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+
+import type { ContainerRootfs } from '../image/container_rootfs.js';
+import type { ContainerRecord, ContainerStore } from '../sandbox/container_store.js';
+import type { ContainerMonitor, OciRuntime } from '../sandbox/oci_runtime.js';
+
+/** What the container RPCs work with (CriContext.containers). */
+export interface ContainerRuntime {
+  store: ContainerStore;
+  rootfs: ContainerRootfs;
+  runtime: OciRuntime;
+  monitor: ContainerMonitor;
+  bundlesDir: string;
+  exitDir: string;
+  socketDir: string;
+  cgroups: { canEnforceLimits: boolean; path?: string };
+  seccompDefault: object | undefined;
+}
+
+export const nowNs = (): string => String(BigInt(Date.now()) * 1000000n);
+
+/**
+ * The record brought up to date with what conmon knows: a container whose
+ * exit file exists has exited, with that code, at the file's time.
+ */
+export async function refresh(r: ContainerRecord, c: ContainerRuntime): Promise<ContainerRecord> {
+  if (r.state === 'CONTAINER_EXITED') return r;
+  if (r.state === 'CONTAINER_CREATED' && r.startedAt === '0') return r;
+  const file = join(c.exitDir, r.id);
+  let code: number;
+  let when: Date;
+  try {
+    code = Number((await readFile(file, 'utf8')).trim());
+    when = (await stat(file)).mtime;
+  } catch {
+    return r;
+  }
+  const exited: ContainerRecord = {
+    ...r,
+    state: 'CONTAINER_EXITED',
+    exitCode: Number.isFinite(code) ? code : -1,
+    finishedAt: String(BigInt(when.getTime()) * 1000000n),
+    reason: code === 0 ? 'Completed' : 'Error',
+    message: await terminationMessage(r),
+  };
+  await c.store.update(exited);
+  return exited;
+}
+
+async function terminationMessage(r: ContainerRecord): Promise<string> {
+  if (!r.terminationMessagePath) return '';
+  try {
+    return (await readFile(r.terminationMessagePath, 'utf8')).slice(0, 4096);
+  } catch {
+    return '';
+  }
+}

@@ -1,0 +1,81 @@
+import { spawn } from 'node:child_process';
+import { closeSync, openSync, readFileSync } from 'node:fs';
+
+import { internal } from '../errdefs/errors.js';
+import type { ContainerMonitor, MonitorCreate } from './oci_runtime.js';
+
+// conmon (Debian) holds each container's stdio, writes its output in the CRI
+// log format, records its exit code in the exit folder and keeps all of that
+// going while the agent restarts. It double-forks: our child exits at once,
+// the monitor stays, and reports the container's pid (or runc's error) on
+// the sync pipe, fd 3.
+
+export class ConmonMonitor implements ContainerMonitor {
+  constructor(
+    private readonly conmon: string,
+    private readonly runc: string,
+    private readonly runcRoot: string,
+  ) {}
+
+  create(o: MonitorCreate): Promise<{ pid: number }> {
+    const args = [
+      '--api-version', '1',
+      '-c', o.id,
+      '-u', o.id,
+      '-n', o.name,
+      '-r', this.runc,
+      '-b', o.bundle,
+      '-p', `${o.bundle}/pidfile`,
+      '-P', `${o.bundle}/conmon.pid`,
+      '-l', `k8s-file:${o.logPath}`,
+      '--exit-dir', o.exitDir,
+      '--socket-dir-path', o.socketDir,
+      '--runtime-arg', `--root=${this.runcRoot}`,
+      '--log-level', 'error',
+      ...(o.terminal ? ['-t'] : []),
+      ...(o.stdin ? ['-i'] : []),
+      ...(o.stdin && !o.stdinOnce ? ['--leave-stdin-open'] : []),
+    ];
+    // conmon's own messages go to a file in the bundle: a pipe to the agent
+    // would break (and could take conmon down) when the agent restarts.
+    const errLog = openSync(`${o.bundle}/conmon.log`, 'a', 0o600);
+    return new Promise((resolve, reject) => {
+      // Detached: a terminal's Ctrl-C to the agent must not reach the monitors.
+      const child = spawn(this.conmon, args, { stdio: ['ignore', 'ignore', errLog, 'pipe'], env: { ...process.env, _OCI_SYNCPIPE: '3' }, detached: true });
+      closeSync(errLog);
+      child.unref();
+      const errText = (): string => {
+        try {
+          return readFileSync(`${o.bundle}/conmon.log`, 'utf8').trim().split('\n').slice(-5).join('; ');
+        } catch {
+          return '';
+        }
+      };
+      let sync = '';
+      let settled = false;
+      const finish = (e: Error | undefined, pid?: number): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        const p = child.stdio[3] as (NodeJS.ReadableStream & { destroy?: () => void }) | null;
+        p?.removeAllListeners();
+        // conmon reports the exit in the exit folder; our end of the pipe is done.
+        p?.destroy?.();
+        if (e) reject(e);
+        else resolve({ pid: pid! });
+      };
+      const timer = setTimeout(() => finish(internal(`conmon did not report the container within 60 s${errText() ? `: ${errText()}` : ''}`, { field: 'container' })), 60000);
+      child.on('error', (e) => finish(internal(`cannot start conmon (${this.conmon}): ${e.message}`, { field: 'conmon' })));
+      const pipe = child.stdio[3] as NodeJS.ReadableStream | null;
+      pipe?.on('data', (d: Buffer) => {
+        sync += d.toString();
+        const m = /\{[^}]*\}/.exec(sync);
+        if (!m) return;
+        const msg = JSON.parse(m[0]) as { data?: number; message?: string };
+        if (typeof msg.data === 'number' && msg.data > 0) finish(undefined, msg.data);
+        else finish(internal(`runc could not create the container: ${(msg.message ?? errText()).trim() || 'no reason given'}`, { field: 'container' }));
+      });
+      pipe?.on('end', () => finish(internal(`conmon ended without reporting the container${errText() ? `: ${errText()}` : ''}`, { field: 'container' })));
+    });
+  }
+}

@@ -1,0 +1,111 @@
+import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
+import { alreadyExists, notFound } from '../errdefs/errors.js';
+
+// Container records, one JSON file each, written atomically.
+//
+//   CreateContainer ──▶ CREATED ──StartContainer──▶ RUNNING ──(exit | StopContainer)──▶ EXITED
+//        RemoveContainer from any state (a running one is killed first) ──▶ (gone)
+//
+// The exit is learnt from conmon's exit file, so an exit while the agent was
+// down is found on the next look.
+
+export type ContainerState = 'CONTAINER_CREATED' | 'CONTAINER_RUNNING' | 'CONTAINER_EXITED' | 'CONTAINER_UNKNOWN';
+
+export interface ContainerRecord {
+  id: string;
+  sandboxId: string;
+  metadata: { name: string; attempt: number };
+  /** What the CRI config asked for, and the image it resolved to. */
+  image: string;
+  imageId: string;
+  imageRef: string;
+  labels: Record<string, string>;
+  annotations: Record<string, string>;
+  state: ContainerState;
+  /** Nanoseconds since the epoch, decimal strings; "0" when not yet. */
+  createdAt: string;
+  startedAt: string;
+  finishedAt: string;
+  exitCode: number;
+  reason: string;
+  message: string;
+  pid: number;
+  logPath: string;
+  bundle: string;
+  rootfs: string;
+  /** Chain ids of the image layers its rootfs stands on (kept while it exists). */
+  layers: string[];
+  mounts: Array<{ containerPath: string; hostPath: string; readonly: boolean; propagation: string }>;
+  stopSignal: string;
+  terminationMessagePath: string;
+  config: unknown;
+}
+
+export class ContainerStore {
+  private readonly records = new Map<string, ContainerRecord>();
+
+  constructor(private readonly dir: string) {}
+
+  async init(): Promise<void> {
+    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    for (const n of await readdir(this.dir)) {
+      if (!n.endsWith('.json')) {
+        if (n.endsWith('.tmp')) await rm(join(this.dir, n), { force: true });
+        continue;
+      }
+      try {
+        const r = JSON.parse(await readFile(join(this.dir, n), 'utf8')) as ContainerRecord;
+        this.records.set(r.id, r);
+      } catch {
+        await rm(join(this.dir, n), { force: true });
+      }
+    }
+  }
+
+  async add(r: ContainerRecord): Promise<void> {
+    const clash = this.list().find((o) => o.sandboxId === r.sandboxId && o.metadata.name === r.metadata.name && o.metadata.attempt === r.metadata.attempt);
+    if (clash) throw alreadyExists(`container ${r.metadata.name} (attempt ${r.metadata.attempt}) already exists in pod ${r.sandboxId.slice(0, 12)} (${clash.id})`, { field: 'config.metadata' });
+    await this.write(r);
+  }
+
+  find(id: string): ContainerRecord | undefined {
+    if (id === '') return undefined;
+    const exact = this.records.get(id);
+    if (exact) return exact;
+    const m = this.list().filter((r) => r.id.startsWith(id));
+    return m.length === 1 ? m[0] : undefined;
+  }
+
+  get(id: string): ContainerRecord {
+    const r = this.find(id);
+    if (!r) throw notFound(`container ${id} not found`, { field: 'container_id' });
+    return r;
+  }
+
+  list(): ContainerRecord[] {
+    return [...this.records.values()];
+  }
+
+  async update(r: ContainerRecord): Promise<void> {
+    await this.write(r);
+  }
+
+  async delete(id: string): Promise<void> {
+    await rm(join(this.dir, `${id}.json`), { force: true });
+    this.records.delete(id);
+  }
+
+  /** Chain ids some container's rootfs stands on: image gc keeps them. */
+  layersInUse(): Set<string> {
+    return new Set(this.list().flatMap((r) => r.layers));
+  }
+
+  private async write(r: ContainerRecord): Promise<void> {
+    const f = join(this.dir, `${r.id}.json`);
+    await writeFile(`${f}.tmp`, JSON.stringify(r) + '\n', { mode: 0o600 });
+    await rename(`${f}.tmp`, f);
+    this.records.set(r.id, r);
+  }
+}

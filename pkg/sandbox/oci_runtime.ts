@@ -1,0 +1,33 @@
+// The container runtime and monitor, behind small interfaces so unit tests
+// use fakes and only cmd/agent picks the drivers (runc.ts, conmon.ts).
+
+export interface RuntimeState {
+  status: 'creating' | 'created' | 'running' | 'paused' | 'stopped';
+  pid: number;
+}
+
+export interface OciRuntime {
+  /** undefined when the runtime does not know the container. */
+  state(id: string): Promise<RuntimeState | undefined>;
+  start(id: string): Promise<void>;
+  kill(id: string, signal: string, all?: boolean): Promise<void>;
+  /** Idempotent: a container the runtime does not know is success. */
+  delete(id: string, force: boolean): Promise<void>;
+}
+
+export interface MonitorCreate {
+  id: string;
+  name: string;
+  bundle: string;
+  logPath: string;
+  exitDir: string;
+  socketDir: string;
+  terminal: boolean;
+  stdin: boolean;
+  stdinOnce: boolean;
+}
+
+export interface ContainerMonitor {
+  /** Creates the container (not started) under a monitor that outlives the agent; resolves with its pid. */
+  create(o: MonitorCreate): Promise<{ pid: number }>;
+}
