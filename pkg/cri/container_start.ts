@@ -9,8 +9,10 @@ export async function startContainer(req: StartContainerRequest__Output, ctx: Cr
   const c = ctx.containers;
   const r = c.store.get(req.containerId);
   if (r.state !== 'CONTAINER_CREATED') throw failedPrecondition(`container ${r.id} is ${r.state.replace('CONTAINER_', '').toLowerCase()}, not created`, { field: 'container_id' });
+  // Taken before runc start: a process that exits at once must not finish before it started.
+  const startedAt = nowNs();
   await c.runtime.start(r.id);
-  await c.store.update({ ...r, state: 'CONTAINER_RUNNING', startedAt: nowNs() });
+  await c.store.update({ ...r, state: 'CONTAINER_RUNNING', startedAt });
   ctx.log.info('container started', { id: r.id.slice(0, 12), name: r.metadata.name });
   return {};
 }

@@ -174,3 +174,9 @@ export async function eventually<T>(what: string, f: () => Promise<T | undefined
     await sleep(100);
   }
 }
+
+/** This user's live processes (for leak checks). */
+export async function processesOf(): Promise<Array<{ pid: number; comm: string }>> {
+  const { processesOf: all } = await import('../../pkg/netns/procfs.js');
+  return (await all(process.getuid?.() ?? 0)).map((p) => ({ pid: p.pid, comm: p.comm }));
+}
