@@ -44,3 +44,5 @@ export type { ContainerStatusRequest__Output } from './generated/runtime/v1/Cont
 export type { ContainerStatusResponse } from './generated/runtime/v1/ContainerStatusResponse.js';
 export type { ListContainersRequest__Output } from './generated/runtime/v1/ListContainersRequest.js';
 export type { ListContainersResponse } from './generated/runtime/v1/ListContainersResponse.js';
+export type { ExecSyncRequest__Output } from './generated/runtime/v1/ExecSyncRequest.js';
+export type { ExecSyncResponse } from './generated/runtime/v1/ExecSyncResponse.js';

@@ -127,6 +127,8 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
     socketDir: p.attachDir,
     cgroups: { canEnforceLimits: false },
     seccompDefault: undefined,
+    runc,
+    runcRoot: p.runcRoot,
   };
   const cgroups = await detectCgroups();
   if (!cgroups.canEnforceLimits) log.warn('resource limits will not be enforced', { reason: cgroups.reason });

@@ -16,6 +16,9 @@ export interface ContainerRuntime {
   socketDir: string;
   cgroups: { canEnforceLimits: boolean; path?: string };
   seccompDefault: object | undefined;
+  /** runc and its state root, for exec. */
+  runc: string;
+  runcRoot: string;
 }
 
 export const nowNs = (): string => String(BigInt(Date.now()) * 1000000n);

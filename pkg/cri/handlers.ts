@@ -1,5 +1,6 @@
 import { importImage } from './admin_image_import.js';
 import { createContainer } from './container_create.js';
+import { execSync } from './container_exec_sync.js';
 import { listContainers } from './container_list.js';
 import { removeContainer } from './container_remove.js';
 import { startContainer } from './container_start.js';
@@ -38,6 +39,7 @@ export const runtimeServiceHandlers: Readonly<Record<string, UnaryHandler>> = {
   RemoveContainer: removeContainer,
   ContainerStatus: containerStatus,
   ListContainers: listContainers,
+  ExecSync: execSync,
 };
 
 export const imageServiceHandlers: Readonly<Record<string, UnaryHandler>> = {

@@ -39,8 +39,10 @@ export async function runPodSandbox(req: RunPodSandboxRequest__Output, ctx: CriC
     const protocol = (p.protocol ?? 'TCP').toLowerCase() as PortMapping['protocol'];
     return { hostPort: p.hostPort, containerPort: p.containerPort, protocol, ...(p.hostIp ? { hostIP: p.hostIp } : {}) };
   });
-  const hostname = config.hostname || (hostNetwork ? pods.nodeHostname : md.name);
-  if (!/^[a-zA-Z0-9]([a-zA-Z0-9.-]{0,62})$/.test(hostname)) throw invalidArgument(`hostname "${hostname}" is not a valid host name`, { field: 'config.hostname' });
+  // No hostname given: the node's, as containerd does (kubelet always sends one).
+  const hostname = config.hostname || pods.nodeHostname;
+  // The kernel keeps at most 64 bytes of a host name.
+  if (!/^[a-zA-Z0-9]([a-zA-Z0-9._-]{0,63})$/.test(hostname)) throw invalidArgument(`hostname "${hostname}" is not a valid host name (at most 64 letters, digits, '.', '_' or '-')`, { field: 'config.hostname' });
 
   const id = randomBytes(32).toString('hex');
   const log = ctx.log.child('sandbox');
@@ -53,8 +55,10 @@ export async function runPodSandbox(req: RunPodSandboxRequest__Output, ctx: CriC
     if (!hostNetwork) {
       const attach = { containerId: id, netns: ns.net, args: { K8S_POD_NAMESPACE: md.namespace, K8S_POD_NAME: md.name, K8S_POD_INFRA_CONTAINER_ID: id, K8S_POD_UID: md.uid } };
       await pods.cni.loopback('ADD', attach);
-      const result: CniResult = await pods.cni.add({ ...attach, ifName: 'eth0', portMappings });
-      undo.push('pod network', () => pods.cni.del({ ...attach, ifName: 'eth0', portMappings }, result));
+      // Only mappings with a host port are forwarded (a bare container port is informational, as in containerd).
+      const forwarded = portMappings.filter((m) => m.hostPort > 0);
+      const result: CniResult = await pods.cni.add({ ...attach, ifName: 'eth0', portMappings: forwarded });
+      undo.push('pod network', () => pods.cni.del({ ...attach, ifName: 'eth0', portMappings: forwarded }, result));
       const ips = (result.ips ?? []).map((x) => x.address.split('/')[0]!);
       if (ips.length === 0) throw invalidArgument('the CNI plugins gave the pod no IP address', { field: 'cni' });
       network = { ip: ips[0]!, additionalIps: ips.slice(1), cniResult: result };

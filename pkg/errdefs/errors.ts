@@ -49,6 +49,7 @@ export const unimplemented = make('Unimplemented');
 export const permissionDenied = make('PermissionDenied');
 export const resourceExhausted = make('ResourceExhausted');
 export const internal = make('Internal');
+export const deadlineExceeded = make('DeadlineExceeded');
 
 export function isDomainError(e: unknown): e is DomainError {
   return e instanceof DomainError;

@@ -4,6 +4,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
+import { criClients } from '../../proto/client.js';
 import { type AgentProcess, eventually, processesOf, requiredEnv, TestNode } from '../lib/agent.js';
 
 // Containers end to end: the real agent as this user, real runc under real
@@ -68,6 +69,30 @@ describe('usernode containers: create, start, logs, stop, remove, restarts', () 
     assert.match(logs.stderr, /^err$/m);
     const raw = readFileSync((await inspect(id)).status.logPath, 'utf8');
     assert.match(raw, /^\S+ stdout F out boxhost 1$/m, 'the log file is not in the CRI format');
+  });
+
+  it('runs commands in a running container with exec: output, exit codes, 127 for a missing command, timeouts', async () => {
+    const id = await create('exec-target', ['sleep', '300']);
+    assert.equal((await node.crictl(['start', id])).code, 0);
+    const ok = await node.crictl(['exec', '--sync', id, 'sh', '-c', 'echo inside $(hostname); exit 0']);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.equal(ok.stdout.trim(), 'inside boxhost');
+    // crictl folds every non-zero code into 1; the CRI answer has the real one.
+    const c = criClients(node.socket);
+    try {
+      const exec = (cmd: string[]): Promise<{ stdout: Buffer; stderr: Buffer; exitCode: number }> =>
+        new Promise((res, rej) => c.runtime.ExecSync({ containerId: id, cmd, timeout: 10 }, (e, r) => (e || !r ? rej(e) : res(r))));
+      const fail = await exec(['sh', '-c', 'echo oops >&2; exit 5']);
+      assert.equal(fail.exitCode, 5);
+      assert.equal(fail.stderr.toString(), 'oops\n');
+      const missing = await exec(['/no/such/command']);
+      assert.equal(missing.exitCode, 127, missing.stderr.toString());
+    } finally {
+      c.close();
+    }
+    const slow = await node.crictl(['exec', '--sync', '--timeout', '1', id, 'sleep', '30']);
+    assert.notEqual(slow.code, 0);
+    assert.match(slow.stderr, /DeadlineExceeded|timed out/);
   });
 
   it('records the exit code of a container that ends by itself', async () => {

@@ -227,9 +227,9 @@ describe('CriServer answers the built RPCs', () => {
 describe('CriServer errors', () => {
   test('an unbuilt RPC is UNIMPLEMENTED and names the RPC', async () => {
     const { clients } = await startServer();
-    const run = await callError((cb) => clients.runtime.ExecSync({}, deadline(), cb));
+    const run = await callError((cb) => clients.runtime.UpdateContainerResources({}, deadline(), cb));
     assert.equal(run.code, grpc.status.UNIMPLEMENTED);
-    assert.match(run.details, /RuntimeService\.ExecSync/);
+    assert.match(run.details, /RuntimeService\.UpdateContainerResources/);
     const list = await callError((cb) => clients.runtime.ContainerStats({}, deadline(), cb));
     assert.equal(list.code, grpc.status.UNIMPLEMENTED);
     assert.match(list.details, /RuntimeService\.ContainerStats/);
