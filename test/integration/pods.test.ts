@@ -145,7 +145,7 @@ describe('usernode pods: sandboxes, pod network, leaks, restarts', () => {
   });
 
   it('writes resolv.conf from the pod DNS config and hosts with the pod address', async () => {
-    const id = await runp('dns', { dns_config: { servers: ['192.168.213.2'], searches: ['svc.cluster.local'], options: ['ndots:5'] } });
+    const id = await runp('dns', { hostname: 'dns', dns_config: { servers: ['192.168.213.2'], searches: ['svc.cluster.local'], options: ['ndots:5'] } });
     const files = join(node.dir, 'data', 'usernode', 'pods', 'files', id);
     assert.equal(readFileSync(join(files, 'resolv.conf'), 'utf8'), 'search svc.cluster.local\nnameserver 192.168.213.2\noptions ndots:5\n');
     const ip = (await inspectp(id)).status.network.ip;
