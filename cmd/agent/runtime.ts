@@ -8,6 +8,7 @@ import type { PodRuntime } from '../../pkg/cri/pods.js';
 import { CriServer } from '../../pkg/cri/server.js';
 import { CniNetwork, type CniResult } from '../../pkg/netns/cni/invoke.js';
 import { PodNamespaces } from '../../pkg/netns/pod_namespaces.js';
+import { RootlesskitPorts } from '../../pkg/netns/rootlesskit/ports.js';
 import { SandboxStore } from '../../pkg/sandbox/sandbox_store.js';
 import { ContainerStore } from '../../pkg/sandbox/container_store.js';
 import { ConmonMonitor } from '../../pkg/sandbox/conmon.js';
@@ -107,6 +108,7 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
     store: sandboxes,
     namespaces: podNamespaces,
     cni,
+    ports: new RootlesskitPorts(ns.portApiSocket),
     podsDir: p.podFilesDir,
     nodeResolvConf: await readFile('/etc/resolv.conf', 'utf8').catch(() => 'nameserver 10.0.2.3\n'),
     nodeHostname: hostname(),

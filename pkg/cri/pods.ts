@@ -1,5 +1,6 @@
 import type { CniNetwork } from '../netns/cni/invoke.js';
 import type { PodNamespaces } from '../netns/pod_namespaces.js';
+import type { PortManager } from '../netns/port_manager.js';
 import type { SandboxStore } from '../sandbox/sandbox_store.js';
 
 /** What the pod sandbox RPCs work with (CriContext.pods). */
@@ -7,6 +8,8 @@ export interface PodRuntime {
   store: SandboxStore;
   namespaces: PodNamespaces;
   cni: CniNetwork;
+  /** Host ports from the user's host into the node (rootlesskit's port driver). */
+  ports: PortManager;
   /** Per-pod files (hosts, resolv.conf, hostname) live under here. */
   podsDir: string;
   /** The node's resolv.conf, for pods without a DNSConfig. */

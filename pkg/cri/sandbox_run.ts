@@ -61,7 +61,14 @@ export async function runPodSandbox(req: RunPodSandboxRequest__Output, ctx: CriC
       undo.push('pod network', () => pods.cni.del({ ...attach, ifName: 'eth0', portMappings: forwarded }, result));
       const ips = (result.ips ?? []).map((x) => x.address.split('/')[0]!);
       if (ips.length === 0) throw invalidArgument('the CNI plugins gave the pod no IP address', { field: 'cni' });
-      network = { ip: ips[0]!, additionalIps: ips.slice(1), cniResult: result };
+      // Each host port: on the user's host, forwarded to the pod's address inside the node.
+      const hostPortForwards: number[] = [];
+      for (const m of forwarded) {
+        const f = await pods.ports.add({ protocol: m.protocol, hostIP: m.hostIP ?? '0.0.0.0', hostPort: m.hostPort, childIP: ips[0]!, childPort: m.containerPort });
+        hostPortForwards.push(f.id);
+        undo.push(`host port ${m.hostPort}`, () => pods.ports.remove(f.id));
+      }
+      network = { ip: ips[0]!, additionalIps: ips.slice(1), cniResult: result, hostPortForwards };
     }
 
     const dir = join(pods.podsDir, id);

@@ -21,6 +21,7 @@ export async function stopSandbox(r: SandboxRecord, ctx: CriContext): Promise<vo
   const pods = ctx.pods;
   // Its containers first: nothing of the pod may run once its network is gone.
   for (const c of ctx.containers.store.list().filter((x) => x.sandboxId === r.id)) await stopRecord(c, 0, ctx.containers);
+  for (const id of r.network?.hostPortForwards ?? []) await pods.ports.remove(id);
   if (r.network && r.namespaces.net) {
     const attach = { containerId: r.id, netns: r.namespaces.net, args: { K8S_POD_NAMESPACE: r.metadata.namespace, K8S_POD_NAME: r.metadata.name, K8S_POD_INFRA_CONTAINER_ID: r.id, K8S_POD_UID: r.metadata.uid } };
     await pods.cni.del({ ...attach, ifName: 'eth0', portMappings: r.portMappings.filter((m) => m.hostPort > 0) }, r.network.cniResult as CniResult);

@@ -35,7 +35,7 @@ export interface SandboxRecord {
   /** Bind-mounted namespace files; net is absent for hostNetwork pods. */
   namespaces: { net?: string; ipc: string; uts: string };
   /** Set while the pod's network is attached (READY); cleared by Stop. */
-  network?: { ip: string; additionalIps: string[]; cniResult: unknown };
+  network?: { ip: string; additionalIps: string[]; cniResult: unknown; hostPortForwards?: number[] };
   files: { dir: string; hostname: string; hosts: string; resolvConf: string };
   logDirectory: string;
   portMappings: Array<{ hostPort: number; containerPort: number; protocol: 'tcp' | 'udp' | 'sctp'; hostIP?: string }>;

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
+import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
@@ -10,6 +11,14 @@ import { type AgentProcess, eventually, processesOf, requiredEnv, TestNode } fro
 // Containers end to end: the real agent as this user, real runc under real
 // conmon, in a real pod on the bridge, from an image pulled from the test
 // registry; crictl drives it as a user would.
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const port = (s.address() as AddressInfo).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
 
 interface Inspect {
   status: { state: string; exitCode: number; reason: string; logPath: string; startedAt: string; finishedAt: string };
@@ -150,6 +159,44 @@ describe('usernode containers: create, start, logs, stop, remove, restarts', () 
     const r = await node.crictl(['create', '--no-pull', pod, f, podFile]);
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /NotFound.*example\.invalid\/none:1/);
+  });
+
+  it("serves a web pod's hostPort on the host: curl http://localhost:PORT answers (the seed's scenario)", async () => {
+    const port = await freePort();
+    const webPod = join(node.dir, 'web-pod.json');
+    await writeFile(webPod, JSON.stringify({ metadata: { name: 'web', namespace: 'default', uid: 'web-uid', attempt: 0 }, hostname: 'web', log_directory: join(node.dir, 'logs'), port_mappings: [{ container_port: 80, host_port: port }], linux: {} }));
+    const p = await node.crictl(['runp', webPod]);
+    assert.equal(p.code, 0, p.stderr);
+    const webId = p.stdout.trim();
+    const f = join(node.dir, 'httpd.json');
+    await writeFile(f, JSON.stringify({ metadata: { name: 'httpd' }, image: { image: busybox }, command: ['sh', '-c', 'mkdir -p /www && echo "hello from usernode" > /www/index.html && exec httpd -f -p 80 -h /www'], linux: {} }));
+    const c = await node.crictl(['create', webId, f, webPod]);
+    assert.equal(c.code, 0, c.stderr);
+    assert.equal((await node.crictl(['start', c.stdout.trim()])).code, 0);
+    const body = await eventually('the web server through the host port', async () => {
+      const res = await fetch(`http://localhost:${port}/`).catch(() => undefined);
+      return res?.ok ? res.text() : undefined;
+    });
+    assert.equal(body, 'hello from usernode\n');
+    assert.equal((await node.crictl(['rmp', '-f', webId])).code, 0);
+    await assert.rejects(fetch(`http://localhost:${port}/`), 'the host port still answers after the pod is gone');
+  });
+
+  it('refuses a host port the host already uses, naming it, and leaves no pod', async () => {
+    const holder = createServer(() => {});
+    await new Promise<void>((r) => holder.listen(0, '0.0.0.0', r));
+    const port = (holder.address() as AddressInfo).port;
+    try {
+      const f = join(node.dir, 'taken-pod.json');
+      await writeFile(f, JSON.stringify({ metadata: { name: 'taken', namespace: 'default', uid: 'taken-uid', attempt: 0 }, hostname: 'taken', port_mappings: [{ container_port: 80, host_port: port }], linux: {} }));
+      const r = await node.crictl(['runp', f]);
+      assert.notEqual(r.code, 0);
+      assert.match(r.stderr, new RegExp(`AlreadyExists.*host port [^ ]*:${port}/tcp is already in use`));
+      const pods = await node.crictl(['pods', '--name', 'taken', '-q']);
+      assert.equal(pods.stdout.trim(), '');
+    } finally {
+      holder.close();
+    }
   });
 
   it('removing the pod stops and removes its containers, and no conmon or container process is left', async () => {
