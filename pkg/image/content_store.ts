@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -76,7 +76,10 @@ export class ContentStore {
     const job = (async () => {
       const tmp = join(this.root, 'ingest', randomBytes(8).toString('hex'));
       try {
-        await pipeline(await source(), new DigestVerifier(digest, size, `blob ${digest}`), createWriteStream(tmp, { mode: 0o600 }));
+        // Opened before the data flows: a stream that fails early must not
+        // create the file after the cleanup below already ran.
+        const fh = await open(tmp, 'w', 0o600);
+        await pipeline(await source(), new DigestVerifier(digest, size, `blob ${digest}`), fh.createWriteStream());
         await rename(tmp, final);
       } catch (e: unknown) {
         await rm(tmp, { force: true });
