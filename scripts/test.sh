@@ -52,8 +52,7 @@ done
 export PATH="/usr/local/go/bin:$PATH"
 command -v go >/dev/null || { echo "test: the Go toolchain is required (go, e.g. /usr/local/go/bin/go) and was not found" >&2; exit 1; }
 
-npm ci --no-audit --no-fund --loglevel=error
-npm run build --silent
+bash scripts/install.sh >/dev/null
 eval "$(bash scripts/build-test-tools.sh | sed 's/^/export /')"
 
 # The test images: built from busybox-static and pushed to the test registries; the
