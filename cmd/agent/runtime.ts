@@ -1,14 +1,15 @@
 import { access, constants, mkdir, readFile } from 'node:fs/promises';
 
-import { spawn } from 'node:child_process';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 
+import { podAttachment } from '../../pkg/cri/pod_network.js';
 import type { PodRuntime } from '../../pkg/cri/pods.js';
 import { CriServer } from '../../pkg/cri/server.js';
 import { CniNetwork, type CniResult } from '../../pkg/netns/cni/invoke.js';
 import { PodNamespaces } from '../../pkg/netns/pod_namespaces.js';
 import { RootlesskitPorts } from '../../pkg/netns/rootlesskit/ports.js';
+import { runTool } from '../../pkg/netns/exec_tool.js';
 import { SandboxStore } from '../../pkg/sandbox/sandbox_store.js';
 import { ContainerStore } from '../../pkg/sandbox/container_store.js';
 import { ConmonMonitor } from '../../pkg/sandbox/conmon.js';
@@ -219,7 +220,7 @@ async function recoverSandboxes(store: SandboxStore, cni: CniNetwork, log: Retur
       log.warn('pod sandbox lost its network namespace; marking it NOTREADY', { id: r.id.slice(0, 12) });
       // DEL with a gone netns still releases the IP lease and NAT rules (CNI spec: DEL tolerates missing state).
       await cni
-        .del({ containerId: r.id, netns: '', ifName: 'eth0', args: { K8S_POD_NAMESPACE: r.metadata.namespace, K8S_POD_NAME: r.metadata.name, K8S_POD_INFRA_CONTAINER_ID: r.id, K8S_POD_UID: r.metadata.uid }, portMappings: r.portMappings }, r.network?.cniResult as CniResult | undefined)
+        .del(podAttachment(r.id, r.metadata, '', r.portMappings), r.network?.cniResult as CniResult | undefined)
         .catch((e: unknown) => log.warn('releasing the lost pod network failed', { id: r.id.slice(0, 12), error: (e as Error).message }));
       const { network: _n, ...rest } = r;
       void _n;
@@ -229,14 +230,9 @@ async function recoverSandboxes(store: SandboxStore, cni: CniNetwork, log: Retur
 }
 
 /** cp -a keeps owners, modes, links and times: a copy-snapshotter layer starts as its parent. */
-function copyTree(cp: string, from: string, to: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cp, ['-a', '--', from, to], { stdio: ['ignore', 'ignore', 'pipe'] });
-    let err = '';
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`cp -a ${from} ${to}: ${err.trim() || `exit code ${code}`}`))));
-  });
+async function copyTree(cp: string, from: string, to: string): Promise<void> {
+  const r = await runTool(cp, ['-a', '--', from, to]);
+  if (r.code !== 0) throw new Error(`cp -a ${from} ${to}: ${r.stderr.trim() || `exit code ${r.code}`}`);
 }
 
 async function executable(path: string): Promise<boolean> {

@@ -8,6 +8,7 @@ import type { CniResult, PortMapping } from '../netns/cni/invoke.js';
 import { writePodFiles } from '../sandbox/pod_files.js';
 import { nameKey, type SandboxRecord } from '../sandbox/sandbox_store.js';
 import { CleanupStack } from './cleanup_stack.js';
+import { podAttachment } from './pod_network.js';
 import type { CriContext } from './context.js';
 
 // RunPodSandbox: a pod is its namespaces (network, IPC, UTS, bind-mounted, no
@@ -53,17 +54,15 @@ export async function runPodSandbox(req: RunPodSandboxRequest__Output, ctx: CriC
 
     let network: SandboxRecord['network'];
     if (!hostNetwork) {
-      const attach = { containerId: id, netns: ns.net, args: { K8S_POD_NAMESPACE: md.namespace, K8S_POD_NAME: md.name, K8S_POD_INFRA_CONTAINER_ID: id, K8S_POD_UID: md.uid } };
+      const attach = podAttachment(id, metadata, ns.net, portMappings);
       await pods.cni.loopback('ADD', attach);
-      // Only mappings with a host port are forwarded (a bare container port is informational, as in containerd).
-      const forwarded = portMappings.filter((m) => m.hostPort > 0);
-      const result: CniResult = await pods.cni.add({ ...attach, ifName: 'eth0', portMappings: forwarded });
-      undo.push('pod network', () => pods.cni.del({ ...attach, ifName: 'eth0', portMappings: forwarded }, result));
+      const result: CniResult = await pods.cni.add(attach);
+      undo.push('pod network', () => pods.cni.del(attach, result));
       const ips = (result.ips ?? []).map((x) => x.address.split('/')[0]!);
       if (ips.length === 0) throw invalidArgument('the CNI plugins gave the pod no IP address', { field: 'cni' });
       // Each host port: on the user's host, forwarded to the pod's address inside the node.
       const hostPortForwards: number[] = [];
-      for (const m of forwarded) {
+      for (const m of attach.portMappings) {
         const f = await pods.ports.add({ protocol: m.protocol, hostIP: m.hostIP ?? '0.0.0.0', hostPort: m.hostPort, childIP: ips[0]!, childPort: m.containerPort });
         hostPortForwards.push(f.id);
         undo.push(`host port ${m.hostPort}`, () => pods.ports.remove(f.id));

@@ -3,6 +3,7 @@ import { invalidArgument } from '../errdefs/errors.js';
 import type { CniResult } from '../netns/cni/invoke.js';
 import type { SandboxRecord } from '../sandbox/sandbox_store.js';
 import { stopRecord } from './container_stop.js';
+import { podAttachment } from './pod_network.js';
 import type { CriContext } from './context.js';
 
 // StopPodSandbox: the pod's network is given back (CNI DEL, the network
@@ -23,8 +24,7 @@ export async function stopSandbox(r: SandboxRecord, ctx: CriContext): Promise<vo
   for (const c of ctx.containers.store.list().filter((x) => x.sandboxId === r.id)) await stopRecord(c, 0, ctx.containers);
   for (const id of r.network?.hostPortForwards ?? []) await pods.ports.remove(id);
   if (r.network && r.namespaces.net) {
-    const attach = { containerId: r.id, netns: r.namespaces.net, args: { K8S_POD_NAMESPACE: r.metadata.namespace, K8S_POD_NAME: r.metadata.name, K8S_POD_INFRA_CONTAINER_ID: r.id, K8S_POD_UID: r.metadata.uid } };
-    await pods.cni.del({ ...attach, ifName: 'eth0', portMappings: r.portMappings.filter((m) => m.hostPort > 0) }, r.network.cniResult as CniResult);
+    await pods.cni.del(podAttachment(r.id, r.metadata, r.namespaces.net, r.portMappings), r.network.cniResult as CniResult);
   }
   const { network: _gone, ...rest } = r;
   void _gone;

@@ -1,7 +1,7 @@
-import { spawn } from 'node:child_process';
 import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
+import { runTool } from '../netns/exec_tool.js';
 import type { Snapshotter } from './layer_store.js';
 
 // Which snapshotter this node can use, found by trying: overlayfs needs an
@@ -54,12 +54,11 @@ export async function chooseSnapshotter(scratchParent: string, tools: ProbeTools
 }
 
 /** Runs a tool; resolves with its error text, or undefined on success. */
-function run(file: string, args: string[]): Promise<string | undefined> {
-  return new Promise((resolve) => {
-    const c = spawn(file, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-    let err = '';
-    c.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    c.on('error', (e) => resolve(e.message));
-    c.on('close', (code) => resolve(code === 0 ? undefined : err.trim() || `exit code ${code}`));
-  });
+async function run(file: string, args: string[]): Promise<string | undefined> {
+  try {
+    const r = await runTool(file, args);
+    return r.code === 0 ? undefined : r.stderr.trim() || `exit code ${r.code}`;
+  } catch (e: unknown) {
+    return (e as Error).message;
+  }
 }

@@ -113,8 +113,7 @@ export class CniNetwork {
     const conf: Record<string, unknown> = { ...plugin, cniVersion: listOverride?.cniVersion ?? this.list.cniVersion, name: listOverride?.name ?? this.list.name };
     delete conf.capabilities;
     if (plugin.capabilities?.portMappings && a.portMappings.length > 0) conf.runtimeConfig = { portMappings: a.portMappings };
-    if (prevResult && command !== 'ADD') conf.prevResult = prevResult;
-    if (prevResult && command === 'ADD') conf.prevResult = prevResult;
+    if (prevResult) conf.prevResult = prevResult;
     const env: NodeJS.ProcessEnv = {
       ...this.env,
       CNI_COMMAND: command,
