@@ -1,6 +1,4 @@
-import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
-
+import { JsonRecords } from '../store/json_records.js';
 import type { ImageConfig } from './media_types.js';
 import { asImageId, type ImageReference, parseReference, repositoryOf, tagReference } from './reference.js';
 
@@ -38,25 +36,14 @@ export interface ImageRecord {
 
 export class ImageStore {
   private readonly records = new Map<string, ImageRecord>();
+  private readonly files: JsonRecords<ImageRecord>;
 
-  constructor(private readonly dir: string) {}
+  constructor(dir: string) {
+    this.files = new JsonRecords<ImageRecord>(dir, (r) => r.id.slice('sha256:'.length));
+  }
 
   async init(): Promise<void> {
-    await mkdir(this.dir, { recursive: true, mode: 0o700 });
-    for (const name of await readdir(this.dir)) {
-      if (name.endsWith('.tmp')) {
-        await rm(join(this.dir, name), { force: true });
-        continue;
-      }
-      if (!name.endsWith('.json')) continue;
-      try {
-        const r = JSON.parse(await readFile(join(this.dir, name), 'utf8')) as ImageRecord;
-        this.records.set(r.id, r);
-      } catch {
-        // A record that does not parse was never completed (writes are atomic); drop it.
-        await rm(join(this.dir, name), { force: true });
-      }
-    }
+    for (const r of await this.files.loadAll()) this.records.set(r.id, r);
   }
 
   list(): ImageRecord[] {
@@ -128,7 +115,7 @@ export class ImageStore {
 
   async remove(id: string): Promise<boolean> {
     if (!this.records.has(id)) return false;
-    await rm(this.file(id), { force: true });
+    await this.files.remove(id.slice('sha256:'.length));
     this.records.delete(id);
     return true;
   }
@@ -142,14 +129,8 @@ export class ImageStore {
     return new Set(this.list().flatMap((r) => r.layers.map((l) => l.chainId)));
   }
 
-  private file(id: string): string {
-    return join(this.dir, `${id.slice('sha256:'.length)}.json`);
-  }
-
   private async write(r: ImageRecord): Promise<void> {
-    const tmp = `${this.file(r.id)}.tmp`;
-    await writeFile(tmp, JSON.stringify(r) + '\n', { mode: 0o600 });
-    await rename(tmp, this.file(r.id));
+    await this.files.write(r);
     this.records.set(r.id, r);
   }
 }

@@ -1,7 +1,5 @@
-import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
-
 import { alreadyExists, notFound } from '../errdefs/errors.js';
+import { JsonRecords } from '../store/json_records.js';
 
 // Container records, one JSON file each, written atomically.
 //
@@ -45,23 +43,14 @@ export interface ContainerRecord {
 
 export class ContainerStore {
   private readonly records = new Map<string, ContainerRecord>();
+  private readonly files: JsonRecords<ContainerRecord>;
 
-  constructor(private readonly dir: string) {}
+  constructor(dir: string) {
+    this.files = new JsonRecords<ContainerRecord>(dir, (r) => r.id);
+  }
 
   async init(): Promise<void> {
-    await mkdir(this.dir, { recursive: true, mode: 0o700 });
-    for (const n of await readdir(this.dir)) {
-      if (!n.endsWith('.json')) {
-        if (n.endsWith('.tmp')) await rm(join(this.dir, n), { force: true });
-        continue;
-      }
-      try {
-        const r = JSON.parse(await readFile(join(this.dir, n), 'utf8')) as ContainerRecord;
-        this.records.set(r.id, r);
-      } catch {
-        await rm(join(this.dir, n), { force: true });
-      }
-    }
+    for (const r of await this.files.loadAll()) this.records.set(r.id, r);
   }
 
   async add(r: ContainerRecord): Promise<void> {
@@ -93,7 +82,7 @@ export class ContainerStore {
   }
 
   async delete(id: string): Promise<void> {
-    await rm(join(this.dir, `${id}.json`), { force: true });
+    await this.files.remove(id);
     this.records.delete(id);
   }
 
@@ -103,9 +92,7 @@ export class ContainerStore {
   }
 
   private async write(r: ContainerRecord): Promise<void> {
-    const f = join(this.dir, `${r.id}.json`);
-    await writeFile(`${f}.tmp`, JSON.stringify(r) + '\n', { mode: 0o600 });
-    await rename(`${f}.tmp`, f);
+    await this.files.write(r);
     this.records.set(r.id, r);
   }
 }

@@ -1,7 +1,5 @@
-import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
-
 import { alreadyExists, notFound } from '../errdefs/errors.js';
+import { JsonRecords } from '../store/json_records.js';
 
 // Pod sandbox records, one JSON file per sandbox written atomically, loaded
 // on start so an agent restart loses nothing.
@@ -49,24 +47,14 @@ export function nameKey(m: SandboxMetadata): string {
 
 export class SandboxStore {
   private readonly records = new Map<string, SandboxRecord>();
+  private readonly files: JsonRecords<SandboxRecord>;
 
-  constructor(private readonly dir: string) {}
+  constructor(dir: string) {
+    this.files = new JsonRecords<SandboxRecord>(dir, (r) => r.id);
+  }
 
   async init(): Promise<void> {
-    await mkdir(this.dir, { recursive: true, mode: 0o700 });
-    for (const n of await readdir(this.dir)) {
-      if (n.endsWith('.tmp')) {
-        await rm(join(this.dir, n), { force: true });
-        continue;
-      }
-      if (!n.endsWith('.json')) continue;
-      try {
-        const r = JSON.parse(await readFile(join(this.dir, n), 'utf8')) as SandboxRecord;
-        this.records.set(r.id, r);
-      } catch {
-        await rm(join(this.dir, n), { force: true });
-      }
-    }
+    for (const r of await this.files.loadAll()) this.records.set(r.id, r);
   }
 
   /** Reserves the name; throws AlreadyExists for a second sandbox of one name. */
@@ -103,14 +91,12 @@ export class SandboxStore {
   }
 
   async delete(id: string): Promise<void> {
-    await rm(join(this.dir, `${id}.json`), { force: true });
+    await this.files.remove(id);
     this.records.delete(id);
   }
 
   private async write(r: SandboxRecord): Promise<void> {
-    const f = join(this.dir, `${r.id}.json`);
-    await writeFile(`${f}.tmp`, JSON.stringify(r) + '\n', { mode: 0o600 });
-    await rename(`${f}.tmp`, f);
+    await this.files.write(r);
     this.records.set(r.id, r);
   }
 }
