@@ -6,6 +6,10 @@
 # network namespace, and runs this same script as that user on a copy of the
 # tree. As an ordinary user: installs the npm packages, builds, builds the Go
 # test tools (cached), and runs the unit and integration tests as that user.
+#   scripts/test.sh [TEST-FILE…]   (built paths, e.g. dist/test/integration/pods.test.js; default: all)
+# For several checkouts tested side by side (development): USERNODE_TEST_WORK=DIR
+# gives each its own copy in the test user's home, reuses a test host that is
+# already up (and leaves it up), and kills none of the user's other processes.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -15,12 +19,18 @@ if [ "$(id -u)" = 0 ]; then
   bash scripts/host-setup.sh --create-user --tests "$user"
   uid=$(id -u "$user")
   home=$(getent passwd "$user" | cut -d: -f6)
-  testhost_env=$(bash scripts/testhost.sh up)
+  shared=0
+  if [ -n "${USERNODE_TEST_WORK:-}" ]; then shared=1; fi
+  if [ "$shared" = 1 ] && ip netns list | grep -qw usernode-th; then
+    testhost_env=$(bash scripts/testhost.sh env)
+  else
+    testhost_env=$(bash scripts/testhost.sh up)
+    trap 'bash "$repo/scripts/testhost.sh" down' EXIT
+  fi
   bed() { sed -n "s/^$1=//p" <<<"$testhost_env"; }
-  trap 'bash "$repo/scripts/testhost.sh" down' EXIT
   # The agent runs from a copy the user owns: the clone may sit in a folder
   # the user cannot write (node_modules, dist) or even reach.
-  work=$home/usernode-src
+  work=$home/${USERNODE_TEST_WORK:-usernode-src}
   rm -rf "$work"
   install -d -o "$user" -g "$(id -g "$user")" "$work"
   if git -C "$repo" rev-parse --git-dir >/dev/null 2>&1; then
@@ -30,7 +40,7 @@ if [ "$(id -u)" = 0 ]; then
   fi
   chown -R "$user:$(id -g "$user")" "$work"
   # Kill anything a previous, interrupted run of the test user left.
-  pkill -KILL -u "$user" 2>/dev/null || true
+  [ "$shared" = 1 ] || pkill -KILL -u "$user" 2>/dev/null || true
   # npm exports its own settings (cache folder and the like, root's) to scripts.
   while read -r v; do unset "$v"; done < <(compgen -e | grep -iE '^npm_|^INIT_CWD$' || true)
   set +e
@@ -38,10 +48,10 @@ if [ "$(id -u)" = 0 ]; then
     XDG_RUNTIME_DIR="/run/user/$uid" PATH="/usr/local/go/bin:/usr/local/bin:/usr/bin:/bin" \
     USERNODE_TESTHOST="$(bed USERNODE_TESTHOST)" USERNODE_REGISTRY="$(bed USERNODE_REGISTRY)" \
     USERNODE_AUTH_REGISTRY="$(bed USERNODE_AUTH_REGISTRY)" USERNODE_AUTH_USER="$(bed USERNODE_AUTH_USER)" \
-    CI="${CI:-}" bash "$work/scripts/test.sh"
+    CI="${CI:-}" bash "$work/scripts/test.sh" "$@"
   rc=$?
   set -e
-  pkill -KILL -u "$user" 2>/dev/null || true
+  [ "$shared" = 1 ] || pkill -KILL -u "$user" 2>/dev/null || true
   exit $rc
 fi
 
@@ -68,4 +78,7 @@ if [ -z "${USERNODE_TESTHOST:-}" ]; then
   echo "test: note: no test host network namespace (needs root: sudo scripts/testhost.sh up; then export the USERNODE_TESTHOST it prints); the test-host reachability check will be skipped" >&2
 fi
 export USERNODE_REPO="$repo"
+if [ $# -gt 0 ]; then
+  exec node --test --test-concurrency=1 --test-reporter=spec "$@"
+fi
 exec node --test --test-concurrency=1 --test-reporter=spec dist/test/unit/ dist/test/integration/
