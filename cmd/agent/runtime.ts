@@ -32,6 +32,7 @@ import { createLogger } from '../../pkg/log/logger.js';
 import { checkPodNetwork, writeConflist } from '../../pkg/netns/cni/conflist.js';
 import type { NodeNamespace } from '../../pkg/netns/node_namespace.js';
 import { detectCgroups } from '../../pkg/sandbox/cgroups.js';
+import { runtimeDefaultSeccomp } from '../../pkg/sandbox/seccomp_default.js';
 import { type AgentConfig, pathsOf } from './config.js';
 import { agentVersion } from './version.js';
 
@@ -129,7 +130,7 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
     exitDir: p.exitDir,
     socketDir: p.attachDir,
     cgroups: { canEnforceLimits: false },
-    seccompDefault: undefined,
+    seccompDefault: runtimeDefaultSeccomp,
     runc,
     runcRoot: p.runcRoot,
   };
