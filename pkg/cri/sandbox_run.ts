@@ -49,11 +49,11 @@ export async function runPodSandbox(req: RunPodSandboxRequest__Output, ctx: CriC
   const log = ctx.log.child('sandbox');
   const undo = new CleanupStack();
   try {
-    const ns = await pods.namespaces.create(id, hostname, !hostNetwork);
+    const ns = await pods.namespaces.create(id, hostname, { network: !hostNetwork, ipc: nsOpts?.ipc !== 'NODE' });
     undo.push('pod namespaces', () => pods.namespaces.remove(id));
 
     let network: SandboxRecord['network'];
-    if (!hostNetwork) {
+    if (ns.net) {
       const attach = podAttachment(id, metadata, ns.net, portMappings);
       await pods.cni.loopback('ADD', attach);
       const result: CniResult = await pods.cni.add(attach);
@@ -85,7 +85,7 @@ export async function runPodSandbox(req: RunPodSandboxRequest__Output, ctx: CriC
       runtimeHandler: req.runtimeHandler,
       hostname,
       hostNetwork,
-      namespaces: hostNetwork ? { ipc: ns.ipc, uts: ns.uts } : ns,
+      namespaces: ns,
       ...(network ? { network } : {}),
       files,
       logDirectory: config.logDirectory,

@@ -31,18 +31,22 @@ export class PodNamespaces {
     return { net: join(d, 'net'), ipc: join(d, 'ipc'), uts: join(d, 'uts') };
   }
 
-  /** Creates the namespaces; `network: false` (hostNetwork) shares the node's network namespace. */
-  async create(id: string, hostname: string, network: boolean): Promise<PodNamespacePaths> {
+  /**
+   * Creates the namespaces. `network: false` (hostNetwork) and `ipc: false`
+   * (hostIPC) share the node's instead; the paths of what was created come back.
+   */
+  async create(id: string, hostname: string, own: { network: boolean; ipc: boolean }): Promise<Partial<PodNamespacePaths> & { uts: string }> {
     const p = this.paths(id);
     await mkdir(join(this.o.root, id), { recursive: true, mode: 0o700 });
-    for (const f of network ? [p.net, p.ipc, p.uts] : [p.ipc, p.uts]) await writeFile(f, '', { mode: 0o600 });
-    const args = [...(network ? [`--net=${p.net}`] : []), `--ipc=${p.ipc}`, `--uts=${p.uts}`, 'hostname', hostname];
+    const made = { ...(own.network ? { net: p.net } : {}), ...(own.ipc ? { ipc: p.ipc } : {}), uts: p.uts };
+    for (const f of Object.values(made)) await writeFile(f, '', { mode: 0o600 });
+    const args = [...(made.net ? [`--net=${made.net}`] : []), ...(made.ipc ? [`--ipc=${made.ipc}`] : []), `--uts=${p.uts}`, 'hostname', hostname];
     const r = await runTool(this.o.unshare, args);
     if (r.code !== 0) {
       await this.remove(id);
       throw internal(`creating the pod namespaces with unshare failed: ${r.stderr.trim() || `exit code ${r.code}`}`, { field: 'sandbox' });
     }
-    return p;
+    return made;
   }
 
   /** Unmounts and removes them; idempotent. */

@@ -31,7 +31,8 @@ export interface SandboxRecord {
   hostname: string;
   hostNetwork: boolean;
   /** Bind-mounted namespace files; net is absent for hostNetwork pods. */
-  namespaces: { net?: string; ipc: string; uts: string };
+  /** The pod's own namespaces (bind mounts); net and ipc absent: the node's (hostNetwork, hostIPC). */
+  namespaces: { net?: string; ipc?: string; uts: string };
   /** Set while the pod's network is attached (READY); cleared by Stop. */
   network?: { ip: string; additionalIps: string[]; cniResult: unknown; hostPortForwards?: number[] };
   files: { dir: string; hostname: string; hosts: string; resolvConf: string };
