@@ -46,3 +46,5 @@ export type { ListContainersRequest__Output } from './generated/runtime/v1/ListC
 export type { ListContainersResponse } from './generated/runtime/v1/ListContainersResponse.js';
 export type { ExecSyncRequest__Output } from './generated/runtime/v1/ExecSyncRequest.js';
 export type { ExecSyncResponse } from './generated/runtime/v1/ExecSyncResponse.js';
+export type { NamespaceOption__Output } from './generated/runtime/v1/NamespaceOption.js';
+export type { IDMapping__Output } from './generated/runtime/v1/IDMapping.js';
