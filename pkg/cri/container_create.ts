@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, isAbsolute, join } from 'node:path';
 
 import type { CreateContainerRequest__Output, CreateContainerResponse } from '../../proto/types.js';
@@ -31,6 +31,15 @@ export async function createContainer(req: CreateContainerRequest__Output, ctx: 
   if (!image) throw notFound(`image ${imageName} is not on this node; pull it first`, { field: 'config.image.image' });
   for (const [i, m] of (config.mounts ?? []).entries()) {
     if (!isAbsolute(m.containerPath)) throw invalidArgument(`container_path "${m.containerPath}" must be absolute`, { field: `config.mounts[${i}].container_path` });
+    // A missing host path becomes a folder, as containerd and docker do; one that cannot be is the caller's error.
+    if (isAbsolute(m.hostPath)) {
+      await stat(m.hostPath).catch(async (e: NodeJS.ErrnoException) => {
+        if (e.code !== 'ENOENT') throw invalidArgument(`host_path "${m.hostPath}" cannot be used: ${e.message}`, { field: `config.mounts[${i}].host_path` });
+        await mkdir(m.hostPath, { recursive: true, mode: 0o755 }).catch((err: Error) => {
+          throw invalidArgument(`host_path "${m.hostPath}" does not exist and cannot be made: ${err.message}`, { field: `config.mounts[${i}].host_path` });
+        });
+      });
+    }
   }
 
   const id = randomBytes(32).toString('hex');

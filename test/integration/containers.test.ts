@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { readFileSync, readlinkSync } from 'node:fs';
+import { readFileSync, readlinkSync, statSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -277,6 +277,22 @@ describe('usernode containers: create, start, logs, stop, remove, restarts', () 
     assert.ok((await inPod()).includes('catatonit'), 'no init in the pod process namespace');
     assert.equal((await node.crictl(['rmp', '-f', podId])).code, 0);
     assert.deepEqual(await inPod(), [], 'processes of the pod are left running');
+  });
+
+  it('makes a missing mount source a folder (as containerd), and refuses one it cannot use, naming the field', async () => {
+    const made = join(node.dir, 'made-by-usernode', 'deep');
+    const id = await create('mount-made', ['sleep', '300'], { mounts: [{ container_path: '/data', host_path: made }] });
+    assert.ok(statSync(made).isDirectory());
+    assert.equal((await node.crictl(['start', id])).code, 0);
+    // Under a file: neither usable nor creatable.
+    const aFile = join(node.dir, 'a-file');
+    await writeFile(aFile, 'x');
+    const f = join(node.dir, `ctr-bad-mount.json`);
+    await writeFile(f, JSON.stringify({ metadata: { name: 'bad-mount' }, image: { image: busybox }, command: ['true'], linux: {}, mounts: [{ container_path: '/x', host_path: join(aFile, 'inside') }] }));
+    const r = await node.crictl(['create', pod, f, podFile]);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /InvalidArgument/);
+    assert.match(r.stderr, /mounts\[0\]\.host_path/);
   });
 
   it('records the exit code of a container that ends by itself', async () => {
