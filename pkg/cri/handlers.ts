@@ -4,6 +4,8 @@ import { execSync } from './container_exec_sync.js';
 import { listContainers } from './container_list.js';
 import { removeContainer } from './container_remove.js';
 import { startContainer } from './container_start.js';
+import { containerStats } from './container_stats.js';
+import { listContainerStats } from './container_stats_list.js';
 import { containerStatus } from './container_status.js';
 import { stopContainer } from './container_stop.js';
 import { imageFsInfo } from './image_fs_info.js';
@@ -16,6 +18,8 @@ import { runtimeConfig } from './runtime_config.js';
 import { listPodSandbox } from './sandbox_list.js';
 import { removePodSandbox } from './sandbox_remove.js';
 import { runPodSandbox } from './sandbox_run.js';
+import { podSandboxStats } from './sandbox_stats.js';
+import { listPodSandboxStats } from './sandbox_stats_list.js';
 import { podSandboxStatus } from './sandbox_status.js';
 import { stopPodSandbox } from './sandbox_stop.js';
 import { status } from './status.js';
@@ -40,6 +44,10 @@ export const runtimeServiceHandlers: Readonly<Record<string, UnaryHandler>> = {
   ContainerStatus: containerStatus,
   ListContainers: listContainers,
   ExecSync: execSync,
+  ContainerStats: containerStats,
+  ListContainerStats: listContainerStats,
+  PodSandboxStats: podSandboxStats,
+  ListPodSandboxStats: listPodSandboxStats,
 };
 
 export const imageServiceHandlers: Readonly<Record<string, UnaryHandler>> = {

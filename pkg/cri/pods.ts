@@ -1,7 +1,7 @@
 import type { CniNetwork } from '../netns/cni/invoke.js';
 import type { PodNamespaces } from '../netns/pod_namespaces.js';
 import type { PortManager } from '../netns/port_manager.js';
-import type { SandboxStore } from '../sandbox/sandbox_store.js';
+import type { SandboxRecord, SandboxStore } from '../sandbox/sandbox_store.js';
 
 /** What the pod sandbox RPCs work with (CriContext.pods). */
 export interface PodRuntime {
@@ -16,4 +16,9 @@ export interface PodRuntime {
   nodeResolvConf: string;
   /** The node's own host name, for hostNetwork pods without one. */
   nodeHostname: string;
+}
+
+/** The CRI's pod sandbox filters (ListPodSandbox, ListPodSandboxStats): id by prefix, as crictl sends it; every label must match. */
+export function matchesSandboxFilter(r: SandboxRecord, f: { id?: string; labelSelector?: Record<string, string> } | null | undefined): boolean {
+  return (!f?.id || r.id.startsWith(f.id)) && Object.entries(f?.labelSelector ?? {}).every(([k, v]) => r.labels[k] === v);
 }

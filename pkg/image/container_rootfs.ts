@@ -25,6 +25,11 @@ export class ContainerRootfs {
     return join(this.o.root, 'containers', id);
   }
 
+  /** What the container itself has written (ContainerStats.writable_layer): the overlay's upper, or the whole copy. */
+  writableDir(id: string): string {
+    return join(this.dir(id), this.o.snapshotter === 'overlayfs' ? 'upper' : 'rootfs');
+  }
+
   /** `layerDirs` from the bottom layer up; resolves with the rootfs path. */
   async prepare(id: string, layerDirs: readonly string[]): Promise<string> {
     const d = this.dir(id);

@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import type { Logger } from '../log/logger.js';
+import { type InterfaceCounters, readNetDev } from '../netns/net_dev.js';
 import { type CgroupUsage, type CpuTimes, type MemoryNumbers, readCgroupUsage } from './cgroup_stats.js';
 import { processesByRoot, type ProcessUsage, rootKeyOf } from './proc_accounting.js';
 
@@ -126,6 +127,11 @@ export class StatsCollector {
       for (const { t, root } of byProcs) out.set(t.id, this.fromProcesses(t.id, at, procs.get(root) ?? []));
     }
     return out;
+  }
+
+  /** The interface counters of the network namespace `pid` is in ('self': ours). */
+  netDev(pid: number | 'self'): Promise<InterfaceCounters[]> {
+    return readNetDev(`${this.procRoot}/${pid}/net/dev`);
   }
 
   /** Drops what is kept for containers and pods that are gone. */

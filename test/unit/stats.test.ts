@@ -1,72 +1,24 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 
 import { asSeenFromPeer, readNetDev } from '../../pkg/netns/net_dev.js';
 import { readCgroupUsage } from '../../pkg/sandbox/cgroup_stats.js';
 import { processesByRoot, rootKeyOf } from '../../pkg/sandbox/proc_accounting.js';
 import { CpuRate, StatsCollector } from '../../pkg/sandbox/stats_collector.js';
 import { silentLogger } from '../../pkg/log/logger.js';
+import { fakeProc, netDevText } from '../lib/fake_proc.js';
+import { tempFolders } from '../lib/unit.js';
 
 // Where container stats come from: a delegated cgroup v2 folder, or the
 // processes' own /proc files (these hosts), and the state kept between two
 // samples (the CPU rate; the CPU time of processes gone). Fake /proc and
 // cgroup trees stand in for the kernel, plus one look at the real /proc.
 
-let root = '';
-let seq = 0;
-before(async () => {
-  root = await mkdtemp(join(tmpdir(), 'usernode-stats-'));
-});
-after(async () => {
-  await rm(root, { recursive: true, force: true });
-});
-
-async function fresh(name: string): Promise<string> {
-  const d = join(root, `${name}-${++seq}`);
-  await mkdir(d, { recursive: true });
-  return d;
-}
-
-interface FakeProcess {
-  pid: number;
-  ppid: number;
-  /** The process's root directory: a container's rootfs. */
-  root: string;
-  /** Clock ticks (1/100 s). */
-  utime?: number;
-  stime?: number;
-  cutime?: number;
-  cstime?: number;
-  minflt?: number;
-  majflt?: number;
-  startTime?: number;
-  pssKb?: number;
-  anonKb?: number;
-  threads?: number;
-  comm?: string;
-}
-
-/** Writes the files of `procs` as /proc has them (stat, status, smaps_rollup, root), replacing what was there. */
-async function fakeProc(dir: string, procs: readonly FakeProcess[]): Promise<void> {
-  await rm(dir, { recursive: true, force: true });
-  await mkdir(dir, { recursive: true });
-  for (const p of procs) {
-    const d = join(dir, String(p.pid));
-    await mkdir(d);
-    await symlink(p.root, join(d, 'root'));
-    // Fields 3..22; the comm may hold spaces and parentheses.
-    const f = ['S', p.ppid, p.pid, p.pid, 0, -1, 0, p.minflt ?? 0, 0, p.majflt ?? 0, 0, p.utime ?? 0, p.stime ?? 0, p.cutime ?? 0, p.cstime ?? 0, 20, 0, p.threads ?? 1, 0, p.startTime ?? 1000];
-    await writeFile(join(d, 'stat'), `${p.pid} (${p.comm ?? 'sh'}) ${f.join(' ')} 0 0\n`);
-    const anon = p.anonKb ?? 100;
-    await writeFile(join(d, 'status'), `Name:\tsh\nPPid:\t${p.ppid}\nVmRSS:\t    ${anon + 50} kB\nRssAnon:\t    ${anon} kB\nRssFile:\t      50 kB\nRssShmem:\t       0 kB\nThreads:\t${p.threads ?? 1}\n`);
-    if (p.pssKb !== undefined) await writeFile(join(d, 'smaps_rollup'), `00400000-7fff [rollup]\nRss:    ${anon + 50} kB\nPss:    ${p.pssKb} kB\n`);
-  }
-}
+const { fresh, root } = tempFolders('usernode-stats-');
 
 describe('procfs accounting', () => {
   test("finds a container's processes by their root, whatever their parent, and reads their CPU, faults and memory", async () => {
@@ -233,10 +185,10 @@ describe('network counters', () => {
     const f = join(await fresh('net'), 'dev');
     await writeFile(
       f,
-      'Inter-|   Receive                                                |  Transmit\n' +
-        ' face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n' +
-        '    lo:     100       2    0    0    0     0          0         0      100       2    0    0    0     0       0          0\n' +
-        '  eth0:    5000      40    1    2    0     0          0         0     3000      30    3    4    0     0       0          0\n',
+      netDevText([
+        ['lo', 100, 2, 0, 0, 100, 2, 0, 0],
+        ['eth0', 5000, 40, 1, 2, 3000, 30, 3, 4],
+      ]),
     );
     const c = await readNetDev(f);
     assert.deepEqual(
@@ -248,7 +200,7 @@ describe('network counters', () => {
     const peer = asSeenFromPeer(eth0, 'eth0');
     assert.equal(peer.rxBytes, 3000n);
     assert.equal(peer.txErrors, 1n);
-    assert.deepEqual(await readNetDev(join(root, 'no-such')), []);
+    assert.deepEqual(await readNetDev(join(root(), 'no-such')), []);
   });
 
   test("this process's own /proc/self/net/dev has loopback", async () => {
