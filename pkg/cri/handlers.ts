@@ -2,6 +2,7 @@ import { importImage } from './admin_image_import.js';
 import { createContainer } from './container_create.js';
 import { execSync } from './container_exec_sync.js';
 import { listContainers } from './container_list.js';
+import { reopenContainerLog } from './container_log_reopen.js';
 import { removeContainer } from './container_remove.js';
 import { startContainer } from './container_start.js';
 import { containerStats } from './container_stats.js';
@@ -48,6 +49,7 @@ export const runtimeServiceHandlers: Readonly<Record<string, UnaryHandler>> = {
   ListContainerStats: listContainerStats,
   PodSandboxStats: podSandboxStats,
   ListPodSandboxStats: listPodSandboxStats,
+  ReopenContainerLog: reopenContainerLog,
 };
 
 export const imageServiceHandlers: Readonly<Record<string, UnaryHandler>> = {
