@@ -100,7 +100,8 @@ export class StatsCollector {
   describe(): { source: string; reason: string } {
     if (this.lastSource === 'cgroup') return { source: 'cgroup v2 (delegated subtree): cpu.stat, memory.current, memory.stat, pids.current', reason: '' };
     return {
-      source: "procfs: the processes whose root is the container's rootfs (stat utime+stime, smaps_rollup Pss, status RSS)",
+      source:
+        "procfs: the processes whose root is the container's rootfs (stat utime+stime, smaps_rollup Pss, status RSS); no page cache per container, and an exec'd command that starts and ends between two samples is not seen",
       reason: this.o.noCgroupReason || 'the containers have no cgroup of their own',
     };
   }
