@@ -15,8 +15,10 @@ import { pullImage } from './image_pull.js';
 import { removeImage } from './image_remove.js';
 import { imageStatus } from './image_status.js';
 import type { UnaryHandler } from './instrumented.js';
+import { listMetricDescriptors } from './metric_descriptors_list.js';
 import { runtimeConfig } from './runtime_config.js';
 import { listPodSandbox } from './sandbox_list.js';
+import { listPodSandboxMetrics } from './sandbox_metrics_list.js';
 import { removePodSandbox } from './sandbox_remove.js';
 import { runPodSandbox } from './sandbox_run.js';
 import { podSandboxStats } from './sandbox_stats.js';
@@ -50,6 +52,8 @@ export const runtimeServiceHandlers: Readonly<Record<string, UnaryHandler>> = {
   PodSandboxStats: podSandboxStats,
   ListPodSandboxStats: listPodSandboxStats,
   ReopenContainerLog: reopenContainerLog,
+  ListMetricDescriptors: listMetricDescriptors,
+  ListPodSandboxMetrics: listPodSandboxMetrics,
 };
 
 export const imageServiceHandlers: Readonly<Record<string, UnaryHandler>> = {

@@ -2,9 +2,10 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import type { Logger } from '../log/logger.js';
+import type { OciResources } from './oci_spec_types.js';
 import { type InterfaceCounters, readNetDev } from '../netns/net_dev.js';
 import { type CgroupUsage, type CpuTimes, type MemoryNumbers, readCgroupUsage } from './cgroup_stats.js';
-import { processesByRoot, type ProcessUsage, rootKeyOf } from './proc_accounting.js';
+import { openFiles, processesByRoot, type ProcessUsage, rootKeyOf } from './proc_accounting.js';
 
 // The resource use of running containers, for the CRI stats and metrics
 // RPCs. Source, per container: its cgroup v2 folder when the host delegates
@@ -37,8 +38,12 @@ export interface ContainerUsage {
   memory: MemoryNumbers;
   processes: number;
   threads: number;
+  /** pids.max; undefined when unlimited. */
+  threadsMax: bigint | undefined;
   /** The container's processes now (for network counters and open files). */
   pids: number[];
+  /** The resources runc was given (the bundle's linux.resources): none where limits cannot be enforced. */
+  enforced: OciResources;
 }
 
 export interface StatsCollectorOptions {
@@ -71,9 +76,17 @@ export class CpuRate {
   }
 }
 
-interface Departed {
+interface BundleSpec {
+  cgroupDir: string | undefined;
+  resources: OciResources;
+}
+
+interface ProcHistory {
   /** Processes of the last sample, by pid:starttime. */
   seen: Map<string, ProcessUsage>;
+  /** The largest working set sampled. */
+  peakBytes: bigint;
+  /** What processes that ended without a parent in the container used: */
   userNs: bigint;
   systemNs: bigint;
   pageFaults: bigint;
@@ -82,8 +95,8 @@ interface Departed {
 
 export class StatsCollector {
   readonly rates = new CpuRate();
-  private readonly cgroupOf = new Map<string, string | undefined>();
-  private readonly departed = new Map<string, Departed>();
+  private readonly specOf = new Map<string, BundleSpec>();
+  private readonly history = new Map<string, ProcHistory>();
   private readonly sourcesLogged = new Set<StatsSource>();
   private lastSource: StatsSource | undefined;
   private readonly cgroupRoot: string;
@@ -109,23 +122,23 @@ export class StatsCollector {
   /** Usage of each running container given; a container whose numbers cannot be read is left out. */
   async sample(targets: readonly StatsTarget[]): Promise<Map<string, ContainerUsage>> {
     const out = new Map<string, ContainerUsage>();
-    const byProcs: Array<{ t: StatsTarget; root: string }> = [];
+    const byProcs: Array<{ t: StatsTarget; root: string; spec: BundleSpec }> = [];
     await Promise.all(
       targets.map(async (t) => {
-        const dir = await this.cgroupDir(t);
-        const cg = dir ? await readCgroupUsage(dir) : undefined;
-        if (dir && cg) {
-          out.set(t.id, await this.fromCgroup(t.id, dir, cg));
+        const spec = await this.bundleSpec(t);
+        const cg = spec.cgroupDir ? await readCgroupUsage(spec.cgroupDir) : undefined;
+        if (spec.cgroupDir && cg) {
+          out.set(t.id, await this.fromCgroup(t.id, spec, cg));
           return;
         }
         const root = await rootKeyOf(t.rootfs);
-        if (root) byProcs.push({ t, root });
+        if (root) byProcs.push({ t, root, spec });
       }),
     );
     if (byProcs.length > 0) {
       const procs = await processesByRoot(new Set(byProcs.map((b) => b.root)), this.procRoot);
       const at = this.now();
-      for (const { t, root } of byProcs) out.set(t.id, this.fromProcesses(t.id, at, procs.get(root) ?? []));
+      for (const { t, root, spec } of byProcs) out.set(t.id, this.fromProcesses(t.id, at, spec, procs.get(root) ?? []));
     }
     return out;
   }
@@ -135,28 +148,36 @@ export class StatsCollector {
     return readNetDev(`${this.procRoot}/${pid}/net/dev`);
   }
 
+  /** Open file descriptors and sockets of a process; undefined when it is gone. */
+  openFiles(pid: number): Promise<{ fds: number; sockets: number } | undefined> {
+    return openFiles(pid, this.procRoot);
+  }
+
   /** Drops what is kept for containers and pods that are gone. */
   keepOnly(ids: ReadonlySet<string>): void {
     this.rates.keepOnly(ids);
-    for (const m of [this.cgroupOf, this.departed]) for (const k of m.keys()) if (!ids.has(k)) m.delete(k);
+    for (const m of [this.specOf, this.history]) for (const k of m.keys()) if (!ids.has(k)) m.delete(k);
   }
 
-  private async cgroupDir(t: StatsTarget): Promise<string | undefined> {
-    if (this.cgroupOf.has(t.id)) return this.cgroupOf.get(t.id);
-    let dir: string | undefined;
+  /** What the bundle's config.json says of cgroups and resources; it does not change while the container lives. */
+  private async bundleSpec(t: StatsTarget): Promise<BundleSpec> {
+    const known = this.specOf.get(t.id);
+    if (known) return known;
+    let spec: BundleSpec = { cgroupDir: undefined, resources: {} };
     try {
-      const spec = JSON.parse(await readFile(join(t.bundle, 'config.json'), 'utf8')) as { linux?: { cgroupsPath?: string } };
-      const p = spec.linux?.cgroupsPath;
+      const linux = (JSON.parse(await readFile(join(t.bundle, 'config.json'), 'utf8')) as { linux?: { cgroupsPath?: string; resources?: OciResources } }).linux;
+      const p = linux?.cgroupsPath;
       // cgroupfs driver: a path from the root of the v2 hierarchy (oci_spec.ts writes it so).
-      if (p && p.startsWith('/')) dir = join(this.cgroupRoot, p);
+      spec = { cgroupDir: p && p.startsWith('/') ? join(this.cgroupRoot, p) : undefined, resources: linux?.resources ?? {} };
     } catch {
-      dir = undefined;
+      // No bundle (removed meanwhile): nothing enforced, nothing to read but /proc.
     }
-    this.cgroupOf.set(t.id, dir);
-    return dir;
+    this.specOf.set(t.id, spec);
+    return spec;
   }
 
-  private async fromCgroup(id: string, dir: string, cg: CgroupUsage): Promise<ContainerUsage> {
+  private async fromCgroup(id: string, spec: BundleSpec, cg: CgroupUsage): Promise<ContainerUsage> {
+    const dir = spec.cgroupDir!;
     const at = this.now();
     this.noteSource('cgroup');
     const list = async (f: string): Promise<number[]> =>
@@ -172,18 +193,21 @@ export class StatsCollector {
       memory: cg.memory,
       processes: Number(cg.processes),
       threads: threads.length,
+      threadsMax: cg.processesMax,
       pids,
+      enforced: spec.resources,
     };
   }
 
-  private fromProcesses(id: string, at: bigint, procs: readonly ProcessUsage[]): ContainerUsage {
+  private fromProcesses(id: string, at: bigint, spec: BundleSpec, procs: readonly ProcessUsage[]): ContainerUsage {
     this.noteSource('procfs');
-    const d = this.departedOf(id, procs);
+    const d = this.historyOf(id, procs);
     const sum = (f: (p: ProcessUsage) => bigint): bigint => procs.reduce((a, p) => a + f(p), 0n);
     const userNs = d.userNs + sum((p) => p.userNs);
     const systemNs = d.systemNs + sum((p) => p.systemNs);
     const usageNs = userNs + systemNs;
     const workingSet = sum((p) => p.memoryBytes);
+    if (workingSet > d.peakBytes) d.peakBytes = workingSet;
     return {
       source: 'procfs',
       timestamp: at,
@@ -201,13 +225,16 @@ export class StatsCollector {
         pageFaults: d.pageFaults + sum((p) => p.pageFaults),
         majorPageFaults: d.majorPageFaults + sum((p) => p.majorPageFaults),
         limitBytes: undefined,
-        maxUsageBytes: undefined,
+        // The largest sampled: peaks between two samples are not seen.
+        maxUsageBytes: d.peakBytes,
         failcnt: 0n,
         oomEvents: 0n,
       },
       processes: procs.length,
       threads: procs.reduce((a, p) => a + p.threads, 0),
+      threadsMax: undefined,
       pids: procs.map((p) => p.pid),
+      enforced: spec.resources,
     };
   }
 
@@ -217,8 +244,8 @@ export class StatsCollector {
    * cutime and cstime; any other's (an exec'd command, a child of runc) would
    * be lost, so it is kept here.
    */
-  private departedOf(id: string, procs: readonly ProcessUsage[]): Departed {
-    const d = this.departed.get(id) ?? { seen: new Map(), userNs: 0n, systemNs: 0n, pageFaults: 0n, majorPageFaults: 0n };
+  private historyOf(id: string, procs: readonly ProcessUsage[]): ProcHistory {
+    const d = this.history.get(id) ?? { seen: new Map(), peakBytes: 0n, userNs: 0n, systemNs: 0n, pageFaults: 0n, majorPageFaults: 0n };
     const now = new Map(procs.map((p) => [`${p.pid}:${p.startTime}`, p]));
     const inside = new Set([...procs, ...d.seen.values()].map((p) => p.pid));
     for (const [k, p] of d.seen) {
@@ -229,7 +256,7 @@ export class StatsCollector {
       d.majorPageFaults += p.majorPageFaults;
     }
     d.seen = now;
-    this.departed.set(id, d);
+    this.history.set(id, d);
     return d;
   }
 

@@ -8,6 +8,8 @@ import * as grpc from '@grpc/grpc-js';
 
 import { criClients, type CriClients } from '../../proto/client.js';
 import type { ContainerStats__Output } from '../../proto/generated/runtime/v1/ContainerStats.js';
+import type { ListMetricDescriptorsResponse__Output } from '../../proto/generated/runtime/v1/ListMetricDescriptorsResponse.js';
+import type { ListPodSandboxMetricsResponse__Output } from '../../proto/generated/runtime/v1/ListPodSandboxMetricsResponse.js';
 import type { PodSandboxStats__Output } from '../../proto/generated/runtime/v1/PodSandboxStats.js';
 import { type AgentProcess, eventually, requiredEnv, sleep, TestNode } from '../lib/agent.js';
 
@@ -142,6 +144,24 @@ describe('usernode stats and log reopening', () => {
       listed.stats.map((p) => p.attributes!.id),
       [pod],
     );
+  });
+
+  it('serves cadvisor-named metrics of the pod and its running containers, labelled as described', async () => {
+    const { descriptors } = await call<ListMetricDescriptorsResponse__Output>((cb) => cri.runtime.ListMetricDescriptors({}, cb));
+    const keys = new Map(descriptors.map((d) => [d.name, d.labelKeys]));
+    const { podMetrics } = await call<ListPodSandboxMetricsResponse__Output>((cb) => cri.runtime.ListPodSandboxMetrics({}, cb));
+    const mine = podMetrics.find((p) => p.podSandboxId === pod);
+    assert.ok(mine, 'no metrics for the pod');
+    const all = [...mine.metrics, ...mine.containerMetrics.flatMap((c) => c.metrics)];
+    for (const m of all) assert.equal(m.labelValues.length, keys.get(m.name)?.length, `${m.name}: label values and keys differ`);
+    const rx = mine.metrics.find((m) => m.name === 'container_network_receive_bytes_total' && m.labelValues.includes('eth0'));
+    assert.ok(rx && BigInt(rx.value!.value) > 0n, 'no bytes received on eth0');
+    const worker = mine.containerMetrics.find((c) => c.metrics.some((m) => m.name === 'container_processes'));
+    assert.ok(worker, 'no container metrics');
+    for (const name of ['container_memory_working_set_bytes', 'container_threads', 'container_file_descriptors', 'container_start_time_seconds']) {
+      const m = worker.metrics.find((x) => x.name === name);
+      assert.ok(m && BigInt(m.value!.value) > 0n, `${name} is missing or zero`);
+    }
   });
 
   it('says where the numbers come from: the agent log once, and crictl info', async () => {

@@ -23,9 +23,11 @@ export interface FakeProcess {
   comm?: string;
   /** The net/dev text of the process's network namespace. */
   netDev?: string;
+  /** What its open file descriptors point at (fd/N links), e.g. 'socket:[123]', '/dev/null'. */
+  fds?: string[];
 }
 
-/** Writes the files of `procs` as /proc has them (stat, status, smaps_rollup, root), replacing what was there. */
+/** Writes the files of `procs` as /proc has them (stat, status, smaps_rollup, root, fd, net/dev), replacing what was there. */
 export async function fakeProc(dir: string, procs: readonly FakeProcess[]): Promise<void> {
   await rm(dir, { recursive: true, force: true });
   await mkdir(dir, { recursive: true });
@@ -38,6 +40,10 @@ export async function fakeProc(dir: string, procs: readonly FakeProcess[]): Prom
     await writeFile(join(d, 'stat'), `${p.pid} (${p.comm ?? 'sh'}) ${f.join(' ')} 0 0\n`);
     const anon = p.anonKb ?? 100;
     await writeFile(join(d, 'status'), `Name:\tsh\nPPid:\t${p.ppid}\nVmRSS:\t    ${anon + 50} kB\nRssAnon:\t    ${anon} kB\nRssFile:\t      50 kB\nRssShmem:\t       0 kB\nThreads:\t${p.threads ?? 1}\n`);
+    if (p.fds !== undefined) {
+      await mkdir(join(d, 'fd'));
+      for (const [i, target] of p.fds.entries()) await symlink(target, join(d, 'fd', String(i)));
+    }
     if (p.netDev !== undefined) {
       await mkdir(join(d, 'net'));
       await writeFile(join(d, 'net', 'dev'), p.netDev);

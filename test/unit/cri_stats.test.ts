@@ -5,12 +5,15 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 
+import { expectedCadvisorNames } from '../lib/cadvisor_names.js';
 import { reopenContainerLog } from '../../pkg/cri/container_log_reopen.js';
 import { containerStats } from '../../pkg/cri/container_stats.js';
 import { listContainerStats } from '../../pkg/cri/container_stats_list.js';
 import type { ContainerRuntime } from '../../pkg/cri/containers.js';
 import type { CriContext } from '../../pkg/cri/context.js';
 import type { PodRuntime } from '../../pkg/cri/pods.js';
+import { listMetricDescriptors } from '../../pkg/cri/metric_descriptors_list.js';
+import { listPodSandboxMetrics } from '../../pkg/cri/sandbox_metrics_list.js';
 import { podSandboxStats } from '../../pkg/cri/sandbox_stats.js';
 import { listPodSandboxStats } from '../../pkg/cri/sandbox_stats_list.js';
 import { isCode } from '../../pkg/errdefs/errors.js';
@@ -283,5 +286,57 @@ describe('ReopenContainerLog', () => {
     } finally {
       fake.kill('SIGKILL');
     }
+  });
+});
+
+describe('ListMetricDescriptors and ListPodSandboxMetrics', () => {
+  test('describes every cadvisor metric kubelet expects, each with help and label keys', async () => {
+    const { descriptors } = await listMetricDescriptors();
+    const names = descriptors!.map((d) => d.name!);
+    assert.equal(new Set(names).size, names.length, 'a metric is described twice');
+    for (const d of descriptors!) {
+      assert.ok(d.help, `${d.name} has no help`);
+      assert.deepEqual(d.labelKeys!.slice(0, 3), ['id', 'name', 'image'], d.name);
+    }
+    assert.deepEqual(
+      expectedCadvisorNames.filter((n) => !names.includes(n)),
+      [],
+    );
+  });
+
+  test("sends a value for every measurable metric of a running container, labelled as described, and the pod's network", async () => {
+    const b = await bed();
+    const pod = await b.pod('p1');
+    const run = await b.container('run', 'CONTAINER_RUNNING', pod.id);
+    await b.container('made', 'CONTAINER_CREATED', pod.id);
+    // What runc was given (a host with a delegated cgroup): the spec metrics say it.
+    await writeFile(join(run.bundle, 'config.json'), JSON.stringify({ linux: { resources: { cpu: { period: 100000, quota: 20000, shares: 1024 }, memory: { limit: 67108864 } } } }));
+    const net = netDevText([['eth0', 5000, 40, 1, 0, 3000, 30, 2, 0]]);
+    await fakeProc(b.proc, [{ pid: 10, ppid: 1, root: run.rootfs, utime: 250, pssKb: 2048, netDev: net, fds: ['/dev/null', 'socket:[1]', 'socket:[2]'] }]);
+    const { descriptors } = await listMetricDescriptors();
+    const keys = new Map(descriptors!.map((d) => [d.name!, d.labelKeys!]));
+    const res = await call(listPodSandboxMetrics, {}, b.ctx);
+    const p = res.podMetrics!.find((m) => m.podSandboxId === pod.id)!;
+    assert.equal(p.containerMetrics!.length, 1, 'only the running container has metrics');
+    const all = [...p.metrics!, ...p.containerMetrics![0]!.metrics!];
+    for (const m of all) assert.equal(m.labelValues!.length, keys.get(m.name!)?.length, `${m.name}: label values and keys differ`);
+    const value = (name: string, ...labels: string[]): string | undefined => {
+      const v = all.find((m) => m.name === name && labels.every((l) => m.labelValues!.includes(l)))?.value?.value;
+      return v === undefined ? undefined : String(v);
+    };
+    assert.equal(value('container_cpu_usage_seconds_total', 'total'), '2');
+    assert.equal(value('container_memory_working_set_bytes', run.id), String(2048 * 1024));
+    assert.equal(value('container_file_descriptors'), '3');
+    assert.equal(value('container_sockets'), '2');
+    assert.equal(value('container_processes'), '1');
+    assert.equal(value('container_spec_cpu_period'), '100000');
+    assert.equal(value('container_spec_memory_limit_bytes'), '67108864');
+    assert.equal(value('container_spec_memory_swap_limit_bytes'), '0');
+    assert.equal(value('container_network_receive_bytes_total', pod.id, 'eth0'), '5000');
+    assert.equal(value('container_network_transmit_errors_total', 'eth0'), '2');
+    assert.ok(Number(value('container_fs_usage_bytes')) >= 10000);
+    const measured = new Set(all.map((m) => m.name));
+    const unmeasured = [...keys.keys()].filter((n) => !measured.has(n));
+    assert.deepEqual(unmeasured.sort(), ['container_blkio_device_usage_total', 'container_fs_reads_bytes_total', 'container_fs_reads_total', 'container_fs_writes_bytes_total', 'container_fs_writes_total']);
   });
 });
