@@ -111,7 +111,8 @@ export class StatsCollector {
 
   /** Where the numbers come from, for Status verbose info. */
   describe(): { source: string; reason: string } {
-    if (this.lastSource === 'cgroup') return { source: 'cgroup v2 (delegated subtree): cpu.stat, memory.current, memory.stat, pids.current', reason: '' };
+    // Before any sample: what the host allows.
+    if (this.lastSource === 'cgroup' || (this.lastSource === undefined && this.o.noCgroupReason === '')) return { source: 'cgroup v2 (delegated subtree): cpu.stat, memory.current, memory.stat, pids.current', reason: '' };
     return {
       source:
         "procfs: the processes whose root is the container's rootfs (stat utime+stime, smaps_rollup Pss, status RSS); no page cache per container, and an exec'd command that starts and ends between two samples is not seen",
