@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
-import { readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { readFile, rename, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
@@ -11,7 +10,7 @@ import type { ContainerStats__Output } from '../../proto/generated/runtime/v1/Co
 import type { ListMetricDescriptorsResponse__Output } from '../../proto/generated/runtime/v1/ListMetricDescriptorsResponse.js';
 import type { ListPodSandboxMetricsResponse__Output } from '../../proto/generated/runtime/v1/ListPodSandboxMetricsResponse.js';
 import type { PodSandboxStats__Output } from '../../proto/generated/runtime/v1/PodSandboxStats.js';
-import { type AgentProcess, eventually, requiredEnv, sleep, TestNode } from '../lib/agent.js';
+import { type AgentProcess, createContainer, eventually, sleep, startBusyboxPod, type TestNode } from '../lib/agent.js';
 
 // Stats and log rotation end to end: the real agent as this user, real
 // containers under conmon in a pod on the bridge. On these hosts there is no
@@ -30,32 +29,15 @@ describe('usernode stats and log reopening', () => {
   let pod: string;
   let podFile: string;
   let busybox: string;
-  let seq = 0;
 
-  const create = async (name: string, command: string[], labels: Record<string, string> = {}): Promise<string> => {
-    const f = join(node.dir, `ctr-${name}-${seq++}.json`);
-    await writeFile(f, JSON.stringify({ metadata: { name }, image: { image: busybox }, command, labels, log_path: `${name}.log`, linux: {} }));
-    const r = await node.crictl(['create', pod, f, podFile]);
-    assert.equal(r.code, 0, r.stderr);
-    return r.stdout.trim();
-  };
+  const create = (name: string, command: string[], labels: Record<string, string> = {}): Promise<string> =>
+    createContainer(node, pod, podFile, { metadata: { name }, image: { image: busybox }, command, labels, log_path: `${name}.log`, linux: {} });
   const start = async (id: string): Promise<void> => assert.equal((await node.crictl(['start', id])).code, 0);
   const stats = (id: string): Promise<ContainerStats__Output> => call<{ stats: ContainerStats__Output | null }>((cb) => cri.runtime.ContainerStats({ containerId: id }, cb)).then((r) => r.stats!);
   const podStats = (): Promise<PodSandboxStats__Output> => call<{ stats: PodSandboxStats__Output | null }>((cb) => cri.runtime.PodSandboxStats({ podSandboxId: pod }, cb)).then((r) => r.stats!);
 
   before(async () => {
-    const bed = JSON.parse(readFileSync(requiredEnv('USERNODE_TEST_IMAGES'), 'utf8')) as { registry: string };
-    busybox = `${bed.registry}/usernode/busybox:latest`;
-    node = await TestNode.create();
-    await node.writeConfig(`registries:\n  "${bed.registry}": { plainHttp: true }\n`);
-    agent = node.start();
-    await agent.ready();
-    assert.equal((await node.crictl(['pull', busybox])).code, 0);
-    podFile = join(node.dir, 'pod.json');
-    await writeFile(podFile, JSON.stringify({ metadata: { name: 'stats', namespace: 'default', uid: 'stats-uid', attempt: 0 }, labels: { app: 'stats' }, log_directory: join(node.dir, 'logs'), linux: {} }));
-    const r = await node.crictl(['runp', podFile]);
-    assert.equal(r.code, 0, r.stderr);
-    pod = r.stdout.trim();
+    ({ node, agent, busybox, pod, podFile } = await startBusyboxPod((dir) => ({ metadata: { name: 'stats', namespace: 'default', uid: 'stats-uid', attempt: 0 }, labels: { app: 'stats' }, log_directory: join(dir, 'logs'), linux: {} })));
     cri = criClients(node.socket);
   });
 
