@@ -46,6 +46,8 @@ export type { ListContainersRequest__Output } from './generated/runtime/v1/ListC
 export type { ListContainersResponse } from './generated/runtime/v1/ListContainersResponse.js';
 export type { ExecSyncRequest__Output } from './generated/runtime/v1/ExecSyncRequest.js';
 export type { ExecSyncResponse } from './generated/runtime/v1/ExecSyncResponse.js';
+export type { NamespaceOption__Output } from './generated/runtime/v1/NamespaceOption.js';
+export type { IDMapping__Output } from './generated/runtime/v1/IDMapping.js';
 export type { ContainerStatsRequest__Output } from './generated/runtime/v1/ContainerStatsRequest.js';
 export type { ContainerStatsResponse } from './generated/runtime/v1/ContainerStatsResponse.js';
 export type { ListContainerStatsRequest__Output } from './generated/runtime/v1/ListContainerStatsRequest.js';

@@ -33,6 +33,8 @@ import { checkPodNetwork, writeConflist } from '../../pkg/netns/cni/conflist.js'
 import type { NodeNamespace } from '../../pkg/netns/node_namespace.js';
 import { detectCgroups } from '../../pkg/sandbox/cgroups.js';
 import { StatsCollector } from '../../pkg/sandbox/stats_collector.js';
+import { runtimeDefaultSeccomp } from '../../pkg/sandbox/seccomp_default.js';
+import { idCountOf } from '../../pkg/cri/pod_userns.js';
 import { type AgentConfig, pathsOf } from './config.js';
 import { agentVersion } from './version.js';
 
@@ -104,7 +106,13 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
   await images.collectGarbage();
   const sandboxes = new SandboxStore(p.sandboxRecordsDir);
   await sandboxes.init();
-  const podNamespaces = new PodNamespaces({ root: p.podNamespacesDir, unshare: c.tools.unshare ?? '/usr/bin/unshare', umount: c.tools.umount ?? '/bin/umount' });
+  const podNamespaces = new PodNamespaces({
+    root: p.podNamespacesDir,
+    unshare: c.tools.unshare ?? '/usr/bin/unshare',
+    nsenter: c.tools.nsenter ?? '/usr/bin/nsenter',
+    mount: c.tools.mount ?? '/bin/mount',
+    umount: c.tools.umount ?? '/bin/umount',
+  });
   const cni = await CniNetwork.load(conflist, c.tools.cniBinDir, { ...process.env, PATH: `${process.env.PATH ?? ''}:/usr/sbin:/sbin` });
   const pods: PodRuntime = {
     store: sandboxes,
@@ -114,6 +122,7 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
     podsDir: p.podFilesDir,
     nodeResolvConf: await readFile('/etc/resolv.conf', 'utf8').catch(() => 'nameserver 10.0.2.3\n'),
     nodeHostname: hostname(),
+    nodeIds: { uids: idCountOf(await readFile('/proc/self/uid_map', 'utf8')), gids: idCountOf(await readFile('/proc/self/gid_map', 'utf8')) },
   };
   await recoverSandboxes(sandboxes, cni, log);
   const containerStore = new ContainerStore(p.containerRecordsDir);
@@ -125,14 +134,14 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
   if (!cgroups.canEnforceLimits) log.warn('resource limits will not be enforced', { reason: cgroups.reason });
   const containers: ContainerRuntime = {
     store: containerStore,
-    rootfs: new ContainerRootfs({ root: p.snapshotsDir, snapshotter: snap.snapshotter, mount: c.tools.mount ?? '/bin/mount', umount: c.tools.umount ?? '/bin/umount', cp: c.tools.cp ?? '/bin/cp' }),
+    rootfs: new ContainerRootfs({ root: p.snapshotsDir, viewRoot: '/run/usernode/userns', snapshotter: snap.snapshotter, mount: c.tools.mount ?? '/bin/mount', umount: c.tools.umount ?? '/bin/umount', cp: c.tools.cp ?? '/bin/cp' }),
     runtime: new RuncRuntime(runc, p.runcRoot),
     monitor: new ConmonMonitor(c.tools.conmon ?? '/usr/bin/conmon', runc, p.runcRoot),
     bundlesDir: p.bundlesDir,
     exitDir: p.exitDir,
     socketDir: p.attachDir,
     cgroups: { canEnforceLimits: false },
-    seccompDefault: undefined,
+    seccompDefault: runtimeDefaultSeccomp,
     runc,
     runcRoot: p.runcRoot,
     stats: new StatsCollector({ log: log.child('stats'), noCgroupReason: cgroups.reason }),
@@ -143,7 +152,8 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
     log: log.child('cri'),
     version: agentVersion,
     cgroupDriver: 'CGROUPFS',
-    features: { userNamespaces: false, recursiveReadOnlyMounts: false },
+    // Pods of their own user namespace (hostUsers: false), mapped inside the node's ids.
+    features: { userNamespaces: true, recursiveReadOnlyMounts: false },
     dirs: { images: p.imagesDir, snapshots: p.snapshotsDir },
     images,
     pods,

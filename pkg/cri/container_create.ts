@@ -38,7 +38,7 @@ export async function createContainer(req: CreateContainerRequest__Output, ctx: 
   const undo = new CleanupStack();
   try {
     const layers = ctx.images.layerPaths(image);
-    const rootfs = await c.rootfs.prepare(id, layers);
+    const rootfs = await c.rootfs.prepare(id, layers, sandbox.userns);
     undo.push('rootfs', () => c.rootfs.remove(id));
     const bundle = join(c.bundlesDir, id);
     await mkdir(bundle, { recursive: true, mode: 0o700 });
@@ -47,6 +47,10 @@ export async function createContainer(req: CreateContainerRequest__Output, ctx: 
     const sandboxConfig = sandbox.config as { linux?: { securityContext?: { namespaceOptions?: { pid?: string } }; sysctls?: Record<string, string> } };
     const termPath = join(bundle, 'termination-log');
     await writeFile(termPath, '', { mode: 0o666 });
+    // Pod files and the rootfs as the container's runc (in the pod's user namespace, if it has one) can reach them.
+    const paths = sandbox.userns
+      ? await c.rootfs.userNamespaceView(id, rootfs, { hosts: sandbox.files.hosts, 'resolv.conf': sandbox.files.resolvConf, hostname: sandbox.files.hostname, 'termination-log': termPath })
+      : { rootfs, files: { hosts: sandbox.files.hosts, 'resolv.conf': sandbox.files.resolvConf, hostname: sandbox.files.hostname, 'termination-log': termPath } };
     const { spec, notes } = buildOciSpecWithNotes({
       containerId: id,
       sandboxId: sandbox.id,
@@ -56,20 +60,21 @@ export async function createContainer(req: CreateContainerRequest__Output, ctx: 
         ...(sandbox.namespaces.net ? { netnsPath: sandbox.namespaces.net } : {}),
         ipcPath: sandbox.namespaces.ipc,
         utsPath: sandbox.namespaces.uts,
+        ...(sandbox.userns ? { userns: { uidMappings: sandbox.userns.uids, gidMappings: sandbox.userns.gids, ...(sandbox.namespaces.user ? { path: sandbox.namespaces.user } : {}) } } : {}),
         pidMode: (sandboxConfig.linux?.securityContext?.namespaceOptions?.pid as 'POD' | 'CONTAINER' | 'NODE' | undefined) ?? 'CONTAINER',
         hostNetwork: sandbox.hostNetwork,
-        resolvConfPath: sandbox.files.resolvConf,
-        hostsPath: sandbox.files.hosts,
-        hostnamePath: sandbox.files.hostname,
+        resolvConfPath: paths.files['resolv.conf']!,
+        hostsPath: paths.files.hosts!,
+        hostnamePath: paths.files.hostname!,
         sysctls: sandboxConfig.linux?.sysctls ?? {},
       },
       image: image.config,
-      rootfsPath: rootfs,
+      rootfsPath: paths.rootfs,
       ...(await optionalText(join(rootfs, 'etc', 'passwd'), 'passwd')),
       ...(await optionalText(join(rootfs, 'etc', 'group'), 'group')),
       cgroups: c.cgroups,
       seccomp: { runtimeDefault: c.seccompDefault, loadLocalhost: localhostProfile },
-      terminationMessagePath: termPath,
+      terminationMessagePath: paths.files['termination-log']!,
     });
     for (const n of notes) log.warn('not enforced rootless', { container: id.slice(0, 12), note: n });
     await writeFile(join(bundle, 'config.json'), JSON.stringify(spec));

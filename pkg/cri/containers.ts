@@ -16,7 +16,8 @@ export interface ContainerRuntime {
   exitDir: string;
   socketDir: string;
   cgroups: { canEnforceLimits: boolean; path?: string };
-  seccompDefault: object | undefined;
+  /** The RuntimeDefault seccomp profile for a container of these bounding capabilities (none: RuntimeDefault runs unconfined, noted). */
+  seccompDefault: ((capabilities: readonly string[]) => object) | undefined;
   /** runc and its state root, for exec. */
   runc: string;
   runcRoot: string;

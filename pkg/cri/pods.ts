@@ -16,6 +16,8 @@ export interface PodRuntime {
   nodeResolvConf: string;
   /** The node's own host name, for hostNetwork pods without one. */
   nodeHostname: string;
+  /** How many uids and gids the node's user namespace has (0…n-1): a pod's own user namespace maps inside them. */
+  nodeIds: { uids: number; gids: number };
 }
 
 /** The CRI's pod sandbox filters (ListPodSandbox, ListPodSandboxStats): id by prefix, as crictl sends it; every label must match. */

@@ -9,6 +9,7 @@ import { writePodFiles } from '../sandbox/pod_files.js';
 import { nameKey, type SandboxRecord } from '../sandbox/sandbox_store.js';
 import { CleanupStack } from './cleanup_stack.js';
 import { podAttachment } from './pod_network.js';
+import { podUserNamespace } from './pod_userns.js';
 import type { CriContext } from './context.js';
 
 // RunPodSandbox: a pod is its namespaces (network, IPC, UTS, bind-mounted, no
@@ -34,6 +35,7 @@ export async function runPodSandbox(req: RunPodSandboxRequest__Output, ctx: CriC
 
   const nsOpts = config.linux?.securityContext?.namespaceOptions;
   const hostNetwork = nsOpts?.network === 'NODE';
+  const userns = podUserNamespace(nsOpts, pods.nodeIds);
   const portMappings: PortMapping[] = (config.portMappings ?? []).map((p, i) => {
     if (!(p.containerPort > 0 && p.containerPort <= 65535)) throw invalidArgument(`container_port ${p.containerPort} is out of range 1-65535`, { field: `config.port_mappings[${i}].container_port` });
     if (!(p.hostPort >= 0 && p.hostPort <= 65535)) throw invalidArgument(`host_port ${p.hostPort} is out of range 0-65535`, { field: `config.port_mappings[${i}].host_port` });
@@ -49,11 +51,13 @@ export async function runPodSandbox(req: RunPodSandboxRequest__Output, ctx: CriC
   const log = ctx.log.child('sandbox');
   const undo = new CleanupStack();
   try {
-    const ns = await pods.namespaces.create(id, hostname, !hostNetwork);
+    const ns = userns
+      ? await pods.namespaces.createInUserNamespace(id, hostname, userns)
+      : await pods.namespaces.create(id, hostname, { network: !hostNetwork, ipc: nsOpts?.ipc !== 'NODE' });
     undo.push('pod namespaces', () => pods.namespaces.remove(id));
 
     let network: SandboxRecord['network'];
-    if (!hostNetwork) {
+    if (ns.net) {
       const attach = podAttachment(id, metadata, ns.net, portMappings);
       await pods.cni.loopback('ADD', attach);
       const result: CniResult = await pods.cni.add(attach);
@@ -85,7 +89,8 @@ export async function runPodSandbox(req: RunPodSandboxRequest__Output, ctx: CriC
       runtimeHandler: req.runtimeHandler,
       hostname,
       hostNetwork,
-      namespaces: hostNetwork ? { ipc: ns.ipc, uts: ns.uts } : ns,
+      namespaces: ns,
+      ...(userns ? { userns } : {}),
       ...(network ? { network } : {}),
       files,
       logDirectory: config.logDirectory,

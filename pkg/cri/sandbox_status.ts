@@ -21,6 +21,7 @@ export async function podSandboxStatus(req: PodSandboxStatusRequest__Output, ctx
             network: r.hostNetwork ? 'NODE' : 'POD',
             pid: (nsOpts?.pid as 'POD' | 'CONTAINER' | 'NODE' | undefined) ?? 'CONTAINER',
             ipc: (nsOpts?.ipc as 'POD' | 'NODE' | undefined) ?? 'POD',
+            usernsOptions: r.userns ? { mode: 'POD', uids: r.userns.uids, gids: r.userns.gids } : { mode: 'NODE', uids: [], gids: [] },
           },
         },
       },

@@ -45,7 +45,7 @@ export async function sampleContainers(records: readonly ContainerRecord[], ctx:
       record: r,
       at,
       usage: usage.get(r.id),
-      writableLayer: await fsUsage(c.rootfs.writableDir(r.id)).catch(() => undefined),
+      writableLayer: await fsUsage(await c.rootfs.writableDir(r.id)).catch(() => undefined),
     })),
   );
 }

@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -9,16 +10,32 @@ import { runTool } from './exec_tool.js';
 // which is root's), so it outlives every process and agent restart. One
 // `unshare` makes all three and sets the hostname inside the new UTS
 // namespace. The bind mounts live in the node's mount namespace.
+//
+// A pod with a user namespace of its own (hostUsers: false) has its network,
+// IPC and UTS namespaces made inside that user namespace: only then may its
+// containers mount sysfs and mqueue there. unshare cannot bind-mount a
+// namespace it made inside a new user namespace (the mount namespace is not
+// its user namespace's), so a short-lived holder makes all four, the agent
+// writes the holder's id maps and binds /proc/<holder>/ns/* from outside.
 
 export interface PodNamespacePaths {
   net: string;
   ipc: string;
   uts: string;
+  user: string;
+}
+
+export interface IdMap {
+  containerId: number;
+  hostId: number;
+  length: number;
 }
 
 export interface PodNamespacesOptions {
   root: string;
   unshare: string;
+  nsenter: string;
+  mount: string;
   umount: string;
   hostname: string;
 }
@@ -28,27 +45,74 @@ export class PodNamespaces {
 
   paths(id: string): PodNamespacePaths {
     const d = join(this.o.root, id);
-    return { net: join(d, 'net'), ipc: join(d, 'ipc'), uts: join(d, 'uts') };
+    return { net: join(d, 'net'), ipc: join(d, 'ipc'), uts: join(d, 'uts'), user: join(d, 'user') };
   }
 
-  /** Creates the namespaces; `network: false` (hostNetwork) shares the node's network namespace. */
-  async create(id: string, hostname: string, network: boolean): Promise<PodNamespacePaths> {
+  /**
+   * Creates the namespaces. `network: false` (hostNetwork) and `ipc: false`
+   * (hostIPC) share the node's instead; the paths of what was created come back.
+   */
+  async create(id: string, hostname: string, own: { network: boolean; ipc: boolean }): Promise<Partial<PodNamespacePaths> & { uts: string }> {
     const p = this.paths(id);
     await mkdir(join(this.o.root, id), { recursive: true, mode: 0o700 });
-    for (const f of network ? [p.net, p.ipc, p.uts] : [p.ipc, p.uts]) await writeFile(f, '', { mode: 0o600 });
-    const args = [...(network ? [`--net=${p.net}`] : []), `--ipc=${p.ipc}`, `--uts=${p.uts}`, 'hostname', hostname];
+    const made = { ...(own.network ? { net: p.net } : {}), ...(own.ipc ? { ipc: p.ipc } : {}), uts: p.uts };
+    for (const f of Object.values(made)) await writeFile(f, '', { mode: 0o600 });
+    const args = [...(made.net ? [`--net=${made.net}`] : []), ...(made.ipc ? [`--ipc=${made.ipc}`] : []), `--uts=${p.uts}`, 'hostname', hostname];
     const r = await runTool(this.o.unshare, args);
     if (r.code !== 0) {
       await this.remove(id);
       throw internal(`creating the pod namespaces with unshare failed: ${r.stderr.trim() || `exit code ${r.code}`}`, { field: 'sandbox' });
     }
+    return made;
+  }
+
+  /** A user namespace with these maps, and network, IPC and UTS namespaces owned by it; all four bind-mounted. */
+  async createInUserNamespace(id: string, hostname: string, maps: { uids: IdMap[]; gids: IdMap[] }): Promise<PodNamespacePaths> {
+    const p = this.paths(id);
+    await mkdir(join(this.o.root, id), { recursive: true, mode: 0o700 });
+    const holder = spawn(this.o.unshare, ['--user', '--net', '--ipc', '--uts', '--', '/bin/sh', '-c', 'echo ready; read _'], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    holder.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<void>((resolve) => holder.on('close', () => resolve()));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        let out = '';
+        holder.stdout.on('data', (d: Buffer) => {
+          out += d.toString();
+          if (out.includes('ready\n')) resolve();
+        });
+        holder.on('error', reject);
+        holder.on('close', (code) => reject(new Error(stderr.trim() || `exit code ${code}`)));
+      });
+      const pid = holder.pid!;
+      const line = (m: IdMap[]): string => m.map((x) => `${x.containerId} ${x.hostId} ${x.length}`).join('\n') + '\n';
+      await writeFile(`/proc/${pid}/uid_map`, line(maps.uids));
+      await writeFile(`/proc/${pid}/gid_map`, line(maps.gids));
+      // The holder lost its capabilities when it ran sh unmapped; nsenter comes in as the pod's root.
+      const named = await runTool(this.o.nsenter, [`--user=/proc/${pid}/ns/user`, `--uts=/proc/${pid}/ns/uts`, 'hostname', hostname]);
+      if (named.code !== 0) throw new Error(`setting the host name: ${named.stderr.trim()}`);
+      for (const kind of ['user', 'net', 'ipc', 'uts'] as const) {
+        await writeFile(p[kind], '', { mode: 0o600 });
+        const r = await runTool(this.o.mount, ['--bind', `/proc/${pid}/ns/${kind}`, p[kind]]);
+        if (r.code !== 0) throw new Error(`binding the pod's ${kind} namespace: ${r.stderr.trim()}`);
+      }
+    } catch (e: unknown) {
+      holder.kill('SIGKILL');
+      await exited;
+      await this.remove(id);
+      throw internal(`creating the pod's user namespace and its namespaces failed: ${e instanceof Error ? e.message : String(e)}`, { field: 'sandbox' });
+    }
+    holder.stdin.end('\n');
+    await exited;
     return p;
   }
 
   /** Unmounts and removes them; idempotent. */
   async remove(id: string): Promise<void> {
     const p = this.paths(id);
-    for (const f of [p.net, p.ipc, p.uts]) {
+    for (const f of [p.net, p.ipc, p.uts, p.user]) {
       // Not mounted (or gone) is fine: remove is idempotent.
       await runTool(this.o.umount, [f]).catch(() => undefined);
     }

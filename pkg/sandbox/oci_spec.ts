@@ -96,7 +96,8 @@ export interface SpecInput {
     /** The node's per-pod pids limit (kubelet's podPidsLimit), applied to each container when limits are enforced. */
     pidsLimit?: number;
   };
-  seccomp: { runtimeDefault: object | undefined; loadLocalhost: (path: string) => object };
+  /** runtimeDefault: the RuntimeDefault profile for a container of these bounding capabilities. */
+  seccomp: { runtimeDefault: ((capabilities: readonly string[]) => object) | undefined; loadLocalhost: (path: string) => object };
   /** host path of the termination log file to bind to the container path */
   terminationMessagePath?: string;
   /** Rlimits the caller has checked the agent may set (hard ≤ its own hard limit); none: runc's inherited ones. */
@@ -249,7 +250,8 @@ export function buildOciSpecWithNotes(input: SpecInput): OciSpecResult {
   } else if (resources && asksForLimits(resources)) {
     notes.push('CPU and memory limits are not enforced: no cgroup v2 subtree is delegated to the user');
   }
-  const seccomp = seccompOf(ctx, privileged, input.seccomp, notes);
+  const caps = capabilities(ctx, privileged);
+  const seccomp = seccompOf(ctx, privileged, caps.bounding, input.seccomp, notes);
   if (seccomp) linux.seccomp = seccomp;
 
   if (ctx?.apparmor?.profileType === 'Localhost' || ctx?.apparmorProfile?.startsWith('localhost/')) {
@@ -269,7 +271,7 @@ export function buildOciSpecWithNotes(input: SpecInput): OciSpecResult {
     args: processArgs(config, input.image),
     env: environment(config, input.image, sandbox.hostname),
     cwd: workingDir(config, input.image),
-    capabilities: capabilities(ctx, privileged),
+    capabilities: caps,
     noNewPrivileges: ctx?.noNewPrivs === true,
   };
   const rlimits = checkedRlimits(input.rlimits);
@@ -623,7 +625,13 @@ function seccompChoice(ctx: CriLinuxContainerSecurityContext | undefined): Secco
   throw invalidArgument(`unknown seccomp profile "${path}"`, { field: `${scField}.seccompProfilePath` });
 }
 
-function seccompOf(ctx: CriLinuxContainerSecurityContext | undefined, privileged: boolean, seccomp: SpecInput['seccomp'], notes: string[]): object | undefined {
+function seccompOf(
+  ctx: CriLinuxContainerSecurityContext | undefined,
+  privileged: boolean,
+  capabilities: readonly string[],
+  seccomp: SpecInput['seccomp'],
+  notes: string[],
+): object | undefined {
   const choice = seccompChoice(ctx);
   // Privileged containers run unconfined whatever the profile says (containerd).
   if (privileged) return undefined;
@@ -632,7 +640,7 @@ function seccompOf(ctx: CriLinuxContainerSecurityContext | undefined, privileged
       return undefined;
     case 'RuntimeDefault':
       if (seccomp.runtimeDefault === undefined) notes.push('the RuntimeDefault seccomp profile is not available: the container runs unconfined');
-      return seccomp.runtimeDefault;
+      return seccomp.runtimeDefault?.(capabilities);
     case 'Localhost':
       return seccomp.loadLocalhost(choice.ref);
   }

@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import { readFile, rm, writeFile } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 
@@ -8,7 +9,9 @@ import { deadlineExceeded } from '../errdefs/errors.js';
 // A command run to completion in a running container (ExecSync): runc exec
 // with the container's own process settings (user, env, cwd, capabilities)
 // and the new argv; stdout and stderr collected, bounded; killed at the
-// timeout.
+// timeout. Killing runc is not enough: `runc exec` does not take its process
+// down with it, so the command itself (its pid from --pid-file) is killed, and
+// runc then exits on its own.
 
 export interface ExecResult {
   stdout: Buffer;
@@ -21,11 +24,31 @@ const maxOutput = 16 * 1024 * 1024;
 export async function runcExecSync(runc: string, root: string, bundle: string, id: string, cmd: readonly string[], timeoutSeconds: number, signal?: AbortSignal): Promise<ExecResult> {
   const spec = JSON.parse(await readFile(join(bundle, 'config.json'), 'utf8')) as { process: Record<string, unknown> };
   const proc = { ...spec.process, args: cmd, terminal: false };
-  const procFile = join(bundle, `exec-${randomBytes(6).toString('hex')}.json`);
+  const name = `exec-${randomBytes(6).toString('hex')}`;
+  const procFile = join(bundle, `${name}.json`);
+  const pidFile = join(bundle, `${name}.pid`);
   await writeFile(procFile, JSON.stringify(proc), { mode: 0o600 });
   try {
     return await new Promise<ExecResult>((resolve, reject) => {
-      const child = spawn(runc, ['--root', root, 'exec', '--process', procFile, id], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn(runc, ['--root', root, 'exec', '--process', procFile, '--pid-file', pidFile, id], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let exited = false;
+      const killCommand = async (): Promise<void> => {
+        // The pid file appears once the process runs; until then (or if runc
+        // is stuck) keep trying, and after a while take runc itself down.
+        for (let i = 0; i < 50 && !exited; i++) {
+          const pid = Number.parseInt(await readFile(pidFile, 'utf8').catch(() => ''), 10);
+          if (pid > 0) {
+            try {
+              process.kill(pid, 'SIGKILL');
+            } catch {
+              // Gone already.
+            }
+            return;
+          }
+          await sleep(100);
+        }
+        if (!exited) child.kill('SIGKILL');
+      };
       const out: Buffer[] = [];
       const err: Buffer[] = [];
       let size = 0;
@@ -37,13 +60,14 @@ export async function runcExecSync(runc: string, root: string, bundle: string, i
       child.stdout.on('data', collect(out));
       child.stderr.on('data', collect(err));
       let timedOut = false;
-      const timer = timeoutSeconds > 0 ? setTimeout(() => ((timedOut = true), child.kill('SIGKILL')), timeoutSeconds * 1000) : undefined;
+      const timer = timeoutSeconds > 0 ? setTimeout(() => ((timedOut = true), void killCommand()), timeoutSeconds * 1000) : undefined;
       const onAbort = (): void => {
-        child.kill('SIGKILL');
+        void killCommand();
       };
       signal?.addEventListener('abort', onAbort, { once: true });
       child.on('error', reject);
       child.on('close', (code, sig) => {
+        exited = true;
         if (timer) clearTimeout(timer);
         signal?.removeEventListener('abort', onAbort);
         if (timedOut) {
@@ -61,5 +85,6 @@ export async function runcExecSync(runc: string, root: string, bundle: string, i
     });
   } finally {
     await rm(procFile, { force: true });
+    await rm(pidFile, { force: true });
   }
 }

@@ -31,7 +31,10 @@ export interface SandboxRecord {
   hostname: string;
   hostNetwork: boolean;
   /** Bind-mounted namespace files; net is absent for hostNetwork pods. */
-  namespaces: { net?: string; ipc: string; uts: string };
+  /** The pod's own namespaces (bind mounts); net and ipc absent: the node's (hostNetwork, hostIPC). */
+  namespaces: { net?: string; ipc?: string; uts: string; user?: string };
+  /** The mappings of the pod's own user namespace (namespaces.user); absent: the node's. */
+  userns?: { uids: Array<{ containerId: number; hostId: number; length: number }>; gids: Array<{ containerId: number; hostId: number; length: number }> };
   /** Set while the pod's network is attached (READY); cleared by Stop. */
   network?: { ip: string; additionalIps: string[]; cniResult: unknown; hostPortForwards?: number[] };
   files: { dir: string; hostname: string; hosts: string; resolvConf: string };

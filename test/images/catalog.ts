@@ -1,9 +1,13 @@
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 import {
   dir,
   file,
+  hardlink,
   image,
   index,
   LayerCompressor,
@@ -48,6 +52,9 @@ export interface Publication {
 
 /** Applets every image must have, whatever else busybox-static offers. */
 const requiredApplets = ['sh', 'ls', 'cat', 'echo', 'sleep', 'id', 'env', 'true', 'false', 'httpd', 'wget', 'nc'];
+
+/** The C sources of the stand-ins (test/images/stand-ins; the build runs from dist/test/images). */
+const standIns = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'test', 'images', 'stand-ins');
 
 const path = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 const amd64: Platform = { os: 'linux', architecture: 'amd64' };
@@ -130,25 +137,56 @@ function baseRootfs(busybox: string): LayerEntry[] {
     file('etc/passwd', passwd),
     file('etc/group', group),
   ];
-  for (const a of applets(busybox)) entries.push(symlink(a, '/bin/busybox'));
+  // Hard links, as in the busybox image on Docker Hub: masking /bin/ls (a masked
+  // path) must hide ls, not the busybox every applet is.
+  for (const a of applets(busybox)) entries.push(hardlink(a, 'bin/busybox'));
+  // Applets Debian's busybox-static is built without, which critest runs.
+  if (!entries.some((e) => e.path === 'bin/ipcs')) entries.push(file('bin/ipcs', ipcsScript, 0o755));
+  if (!entries.some((e) => e.path === 'bin/pgrep')) entries.push(file('bin/pgrep', pgrepScript, 0o755));
   return withParents(entries);
 }
 
-const nginxScript = `#!/bin/sh
-# A stand-in for nginx built from busybox: serves /usr/share/nginx/html with
-# busybox httpd on $NGINX_PORT (80). This shell keeps the name "nginx" (pidof
-# finds it) and its pid is in /var/run/nginx.pid, as nginx's would be.
-echo $$ > /var/run/nginx.pid
-trap 'kill $child 2>/dev/null; exit 0' TERM INT QUIT
-echo "nginx (busybox httpd) listening on port \${NGINX_PORT:-80}"
-httpd -f -p "\${NGINX_PORT:-80}" -h /usr/share/nginx/html &
-child=$!
-wait $child
+const ipcsScript = `#!/bin/sh
+# A stand-in for ipcs -m: the System V shared memory segments of this IPC
+# namespace, from /proc/sysvipc/shm.
+[ "$1" = "-m" ] || { echo "ipcs (stand-in): only -m is supported" >&2; exit 1; }
+echo
+echo "------ Shared Memory Segments --------"
+echo "key        shmid      owner      perms      bytes      nattch     status"
+tail -n +2 /proc/sysvipc/shm | while read -r key shmid perms size cpid lpid nattch uid rest; do
+  printf '0x%08x %-10s %-10s %-10s %-10s %-10s\\n' "$key" "$shmid" "$uid" "$perms" "$size" "$nattch"
+done
+`;
+const pgrepScript = `#!/bin/sh
+# A stand-in for pgrep PATTERN: the pids whose process name matches PATTERN;
+# exit 1 if none does.
+[ $# -eq 1 ] || { echo "usage: pgrep PATTERN (stand-in)" >&2; exit 2; }
+status=1
+for d in /proc/[0-9]*; do
+  name=$(cat "$d/comm" 2>/dev/null) || continue
+  if echo "$name" | grep -q -- "$1"; then echo "\${d#/proc/}"; status=0; fi
+done
+exit $status
 `;
 const nginxIndex = `<!DOCTYPE html>
 <html><head><title>Welcome to nginx!</title></head>
 <body><h1>Welcome to nginx!</h1><p>usernode test stand-in (busybox httpd).</p></body></html>
 `;
+/** A program of stand-ins/ (C), compiled static: it runs in a busybox root with no libc. */
+function compiled(name: string): Buffer {
+  const dir = mkdtempSync(join(tmpdir(), 'usernode-standin-'));
+  try {
+    const out = join(dir, name);
+    const r = spawnSync('gcc', ['-static', '-Os', '-s', '-o', out, join(standIns, `${name}.c`)], { encoding: 'utf8' });
+    if (r.error || r.status !== 0) {
+      throw new Error(`gcc -static ${name}.c failed (gcc and libc6-dev are needed: scripts/host-setup.sh --tests): ${r.error?.message ?? r.stderr}`);
+    }
+    return readFileSync(out);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 const httpdScript = `#!/bin/sh
 # A stand-in for the httpd image built from busybox: busybox httpd on port 80.
 echo "httpd (busybox) listening on port 80"
@@ -313,11 +351,12 @@ export async function buildCatalog(o: CatalogOptions): Promise<Publication[]> {
     role: 'critest testImagePreDefinedGroup: uid 1000 in group 50000 of /etc/group',
     upstream: ['gcr.io/k8s-staging-cri-tools/test-image-predefined-group'],
   });
+  const nginxBinary = compiled('nginx');
   const nginxLayer = {
     name: 'nginx stand-in: /usr/sbin/nginx (busybox httpd), /usr/share/nginx/html',
     entries: () =>
       withParents([
-        file('usr/sbin/nginx', nginxScript, 0o755),
+        file('usr/sbin/nginx', nginxBinary, 0o755),
         file('usr/share/nginx/html/index.html', nginxIndex),
         dir('var/run'),
         dir('etc/nginx'),
@@ -354,6 +393,22 @@ export async function buildCatalog(o: CatalogOptions): Promise<Publication[]> {
     artifact: await critestList([nginxLayer], nginxRun(80)),
     role: 'critest webServerLinuxImage / nginxContainerImage: a web server on port 80 named nginx, pid in /var/run/nginx.pid',
     upstream: [k8s('e2e-test-images/nginx', '1.14-2')],
+  });
+  add({
+    registry: 'plain',
+    repository: 'e2e-test-images/nonewprivs',
+    tags: ['1.3'],
+    artifact: await critestList(
+      [
+        {
+          name: 'COPY nnp /usr/local/bin/nnp; chmod +s (prints its effective uid)',
+          entries: () => withParents([file('usr/local/bin/nnp', compiled('nnp'), 0o4755, { uid: 0, gid: 0 })]),
+        },
+      ],
+      { Env: [path], Entrypoint: ['/usr/local/bin/nnp'] },
+    ),
+    role: 'critest noNewPrivsImage: a set-user-ID root program that prints "Effective uid: N"',
+    upstream: [k8s('e2e-test-images/nonewprivs', '1.3')],
   });
   add({
     registry: 'plain',

@@ -56,6 +56,8 @@ export const file = (path: string, content: string | Buffer, mode = 0o644, owner
 });
 export const dir = (path: string, mode = 0o755, owner?: { uid: number; gid: number }): LayerEntry => ({ type: 'dir', path, mode, ...owner });
 export const symlink = (path: string, target: string): LayerEntry => ({ type: 'symlink', path, target });
+/** A hard link to `target`, a path in the same layer (relative to /, as tar writes it). */
+export const hardlink = (path: string, target: string): LayerEntry => ({ type: 'hardlink', path, target });
 /** An OCI whiteout: `path` of a lower layer is deleted. */
 export const whiteout = (path: string): LayerEntry => {
   const slash = path.lastIndexOf('/');
@@ -82,11 +84,14 @@ export function withParents(entries: readonly LayerEntry[]): LayerEntry[] {
   return out;
 }
 
-/** An uncompressed tar of `entries`, sorted by path (parents sort before children). */
+/** An uncompressed tar of `entries`, sorted by path (parents sort before children), hard links last (after their targets). */
 export async function tarball(entries: readonly LayerEntry[]): Promise<Buffer> {
-  const sorted = [...entries].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
-  for (let i = 1; i < sorted.length; i++) {
-    if (sorted[i]!.path === sorted[i - 1]!.path) throw new Error(`layer has two entries for ${sorted[i]!.path}`);
+  const byPath = (a: LayerEntry, b: LayerEntry): number => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0);
+  const sorted = [...entries.filter((e) => e.type !== 'hardlink').sort(byPath), ...entries.filter((e) => e.type === 'hardlink').sort(byPath)];
+  const seen = new Set<string>();
+  for (const e of sorted) {
+    if (seen.has(e.path)) throw new Error(`layer has two entries for ${e.path}`);
+    seen.add(e.path);
   }
   const pack = tar.pack();
   const chunks: Buffer[] = [];

@@ -82,9 +82,114 @@ describe('usernode containers: create, start, logs, stop, remove, restarts', () 
     } finally {
       c.close();
     }
-    const slow = await node.crictl(['exec', '--sync', '--timeout', '1', id, 'sleep', '30']);
+    const slow = await node.crictl(['exec', '--sync', '--timeout', '1', id, 'sleep', '31']);
     assert.notEqual(slow.code, 0);
     assert.match(slow.stderr, /DeadlineExceeded|timed out/);
+    // The timed-out command is gone, not left running in the container.
+    const left = await node.crictl(['exec', '--sync', id, 'sh', '-c', 'ps -o args | grep "^sleep 31" || true']);
+    assert.equal(left.code, 0, left.stderr);
+    assert.equal(left.stdout.trim(), '', 'the timed-out command still runs');
+  });
+
+  it('confines RuntimeDefault containers with seccomp: namespace calls refused unless CAP_SYS_ADMIN is added; nil profile runs unconfined', async () => {
+    const probe = ['sh', '-c', 'grep "^Seccomp:" /proc/self/status; unshare -U true && echo unshare=ok || echo unshare=refused'];
+    const run = async (name: string, securityContext: Record<string, unknown>): Promise<string> => {
+      const id = await create(name, probe, { linux: { security_context: securityContext } });
+      assert.equal((await node.crictl(['start', id])).code, 0);
+      await eventually(`${name} to exit`, async () => ((await inspect(id)).status.state === 'CONTAINER_EXITED' ? true : undefined));
+      return (await node.crictl(['logs', id])).stdout + (await node.crictl(['logs', id])).stderr;
+    };
+    const confined = await run('seccomp-default', { seccomp: { profile_type: 0 } });
+    assert.match(confined, /^Seccomp:\s+2$/m, confined);
+    assert.match(confined, /unshare=refused/, confined);
+    assert.match(confined, /Operation not permitted/, confined);
+    const admin = await run('seccomp-default-admin', { seccomp: { profile_type: 0 }, capabilities: { add_capabilities: ['SYS_ADMIN'] } });
+    assert.match(admin, /^Seccomp:\s+2$/m, admin);
+    assert.match(admin, /unshare=ok/, admin);
+    const unconfined = await run('seccomp-nil', {});
+    assert.match(unconfined, /^Seccomp:\s+0$/m, unconfined);
+    assert.match(unconfined, /unshare=ok/, unconfined);
+  });
+
+  it('masks and write-protects the paths the security context names', async () => {
+    const id = await create('masked', ['sleep', '300'], { linux: { security_context: { masked_paths: ['/etc/group', '/var/spool'], readonly_paths: ['/tmp'] } } });
+    assert.equal((await node.crictl(['start', id])).code, 0);
+    const r = await node.crictl(['exec', '--sync', id, 'sh', '-c', 'echo "group=[$(cat /etc/group)] spool=[$(ls /var/spool)] passwd=$(grep -c root /etc/passwd)"; touch /tmp/x 2>&1 || true']);
+    assert.match(r.stdout, /^group=\[\] spool=\[\] passwd=1$/m, r.stdout);
+    assert.match(r.stdout + r.stderr, /Read-only file system/, r.stdout + r.stderr);
+  });
+
+  it("shares the node's IPC namespace with a hostIPC pod, and only with it", async () => {
+    const mk = await node.enter(['ipcmk', '-M', '4096']);
+    assert.equal(mk.code, 0, mk.stderr);
+    const shmid = /id: (\d+)/.exec(mk.stdout)?.[1];
+    assert.ok(shmid, mk.stdout);
+    try {
+      const segmentsSeen = async (name: string, ipc: number): Promise<string[]> => {
+        const pf = join(node.dir, `pod-${name}.json`);
+        await writeFile(pf, JSON.stringify({ metadata: { name, namespace: 'default', uid: `${name}-uid`, attempt: 0 }, linux: { security_context: { namespace_options: { ipc } } } }));
+        const p = await node.crictl(['runp', pf]);
+        assert.equal(p.code, 0, p.stderr);
+        const cf = join(node.dir, `ctr-${name}.json`);
+        await writeFile(cf, JSON.stringify({ metadata: { name }, image: { image: busybox }, command: ['sleep', '300'], linux: {} }));
+        const c = await node.crictl(['create', p.stdout.trim(), cf, pf]);
+        assert.equal(c.code, 0, c.stderr);
+        assert.equal((await node.crictl(['start', c.stdout.trim()])).code, 0);
+        const shm = await node.crictl(['exec', '--sync', c.stdout.trim(), 'cat', '/proc/sysvipc/shm']);
+        assert.equal(shm.code, 0, shm.stderr);
+        assert.equal((await node.crictl(['rmp', '-f', p.stdout.trim()])).code, 0);
+        return shm.stdout.split('\n').slice(1).map((l) => l.trim().split(/\s+/)[1] ?? '').filter((x) => x !== '');
+      };
+      assert.ok((await segmentsSeen('host-ipc', 2)).includes(shmid), "a hostIPC pod does not see the node's shared memory");
+      assert.ok(!(await segmentsSeen('pod-ipc', 0)).includes(shmid), "a pod with its own IPC namespace sees the node's shared memory");
+    } finally {
+      await node.enter(['ipcrm', '-m', shmid]);
+    }
+  });
+
+  it('runs a pod in a user namespace of its own (hostUsers: false): the nested map, root owning its files, and bad maps refused by field', async () => {
+    const mapping = { container_id: 0, host_id: 1000, length: 10000 };
+    const pf = join(node.dir, 'pod-userns.json');
+    const podConfig = (userns: Record<string, unknown>) => ({ metadata: { name: 'userns', namespace: 'default', uid: 'userns-uid', attempt: 0 }, linux: { security_context: { namespace_options: { userns_options: userns } } } });
+    await writeFile(pf, JSON.stringify(podConfig({ mode: 0, uids: [mapping], gids: [mapping] })));
+    const p = await node.crictl(['runp', pf]);
+    assert.equal(p.code, 0, p.stderr);
+    const podId = p.stdout.trim();
+    try {
+      const cf = join(node.dir, 'ctr-userns.json');
+      await writeFile(cf, JSON.stringify({ metadata: { name: 'in-userns' }, image: { image: busybox }, command: ['sleep', '300'], linux: {} }));
+      const c = await node.crictl(['create', podId, cf, pf]);
+      assert.equal(c.code, 0, c.stderr);
+      assert.equal((await node.crictl(['start', c.stdout.trim()])).code, 0);
+      const r = await node.crictl(['exec', '--sync', c.stdout.trim(), 'sh', '-c', 'cat /proc/self/uid_map; id -u; stat -c "%u %g" /bin/busybox; touch /etc/written && echo written; hostname']);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /^\s*0\s+1000\s+10000$/m, 'the container does not see the nested map');
+      assert.match(r.stdout, /^0$/m, 'the container does not run as its root');
+      assert.match(r.stdout, /^0 0$/m, "the image's files are not its root's");
+      assert.match(r.stdout, /^written$/m);
+      // Seen from the node, the container's root is node uid 1000.
+      const info = JSON.parse((await node.crictl(['inspect', c.stdout.trim()])).stdout) as { info: { pid: number } };
+      const st = await node.enter(['grep', '^Uid:', `/proc/${info.info.pid}/status`]);
+      assert.match(st.stdout, /^Uid:\s+1000\s/, st.stdout);
+      const status = JSON.parse((await node.crictl(['inspectp', podId])).stdout) as { status: { linux: { namespaces: { options: { usernsOptions: { mode: string } } } } } };
+      assert.equal(status.status.linux.namespaces.options.usernsOptions.mode, 'POD');
+    } finally {
+      assert.equal((await node.crictl(['rmp', '-f', podId])).code, 0);
+    }
+    // Maps the node cannot give, or the CRI does not allow, are refused naming the field; nothing is left.
+    for (const [userns, field] of [
+      [{ mode: 0, uids: [{ ...mapping, length: 100000 }], gids: [mapping] }, 'uids[0].host_id'],
+      [{ mode: 0, uids: [mapping, { ...mapping, host_id: 20000 }], gids: [mapping] }, 'uids'],
+      [{ mode: 0, uids: [{ ...mapping, container_id: 1 }], gids: [mapping] }, 'uids[0].container_id'],
+      [{ mode: 1 }, 'mode'],
+    ] as const) {
+      await writeFile(pf, JSON.stringify(podConfig(userns)));
+      const bad = await node.crictl(['runp', pf]);
+      assert.notEqual(bad.code, 0);
+      assert.match(bad.stderr, /InvalidArgument/, bad.stderr);
+      assert.ok(bad.stderr.includes(`userns_options.${field}`), `${bad.stderr} does not name ${field}`);
+    }
+    assert.ok(!(await node.crictl(['pods', '-q'])).stdout.includes(podId));
   });
 
   it('records the exit code of a container that ends by itself', async () => {
@@ -187,9 +292,9 @@ describe('usernode containers: create, start, logs, stop, remove, restarts', () 
     const ps = await node.crictl(['ps', '-a', '-q']);
     assert.equal(ps.stdout.trim(), '');
     const left = (await processesOf()).filter((p) => p.comm === 'conmon' || p.comm === 'sleep' || p.comm === 'sh');
+    // Only this node's: conmon's command line names the bundle and exit folders under the node's folder.
     const mine = left.filter((p) => {
       try {
-        // Only this node's: others may run tests as the same user meanwhile.
         return readFileSync(`/proc/${p.pid}/cmdline`, 'utf8').includes(node.dir);
       } catch {
         return false;

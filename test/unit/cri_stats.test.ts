@@ -67,7 +67,7 @@ async function bed(): Promise<Bed> {
       store: containers,
       exitDir,
       monitor,
-      rootfs: { writableDir: (id: string) => join(dir, 'snapshots', 'containers', id, 'upper') } as unknown as ContainerRootfs,
+      rootfs: { writableDir: async (id: string) => join(dir, 'snapshots', 'containers', id, 'upper') } as unknown as ContainerRootfs,
       stats: new StatsCollector({ log: silentLogger, noCgroupReason: 'test', procRoot: proc, cgroupRoot: join(dir, 'cgroup') }),
     } as unknown as ContainerRuntime,
   } as unknown as CriContext;

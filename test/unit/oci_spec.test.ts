@@ -27,7 +27,8 @@ import {
 // it, the way containerd's CRI plugin puts it, and whatever a user namespace
 // cannot do must be left out (or reported) rather than fail inside runc.
 
-const runtimeDefault = { defaultAction: 'SCMP_ACT_ERRNO', syscalls: [{ names: ['read'], action: 'SCMP_ACT_ALLOW' }] };
+const runtimeDefaultProfile = { defaultAction: 'SCMP_ACT_ERRNO', syscalls: [{ names: ['read'], action: 'SCMP_ACT_ALLOW' }] };
+const runtimeDefault = (): object => runtimeDefaultProfile;
 
 const passwd = ['root:x:0:0:root:/root:/bin/sh', 'daemon:x:1:1::/:/bin/false', '# a comment', 'app:x:1000:1001:App:/home/app:/bin/sh', 'nobody:x:65534:65534::/:/bin/false', 'big:x:70000:70000::/:/bin/false'].join('\n');
 const group = ['root:x:0:', 'daemon:x:1:app', 'app:x:1001:app', 'wheel:x:10:root,app', 'audio:x:29:other', 'nogroup:x:65534:', 'huge:x:80000:app2'].join('\n');
@@ -528,14 +529,14 @@ describe('security context', () => {
     assert.deepEqual(own.linux.readonlyPaths, ['/proc/y']);
   });
   test('seccomp RuntimeDefault uses the runtime profile; Localhost loads the ref; Unconfined none', () => {
-    assert.deepEqual(build({ config: withSc({ seccomp: { profileType: 'RuntimeDefault' } }) }).linux.seccomp, runtimeDefault);
+    assert.deepEqual(build({ config: withSc({ seccomp: { profileType: 'RuntimeDefault' } }) }).linux.seccomp, runtimeDefaultProfile);
     assert.deepEqual(build({ config: withSc({ seccomp: { profileType: 'Localhost', localhostRef: '/var/lib/kubelet/seccomp/p.json' } }) }).linux.seccomp, { defaultAction: 'SCMP_ACT_LOG', path: '/var/lib/kubelet/seccomp/p.json' });
     assert.equal(build({ config: withSc({ seccomp: { profileType: 'Unconfined' } }) }).linux.seccomp, undefined);
     assert.equal(build().linux.seccomp, undefined, 'unset is unconfined, as containerd');
   });
   test('the deprecated seccomp_profile_path forms', () => {
-    assert.deepEqual(build({ config: withSc({ seccompProfilePath: 'runtime/default' }) }).linux.seccomp, runtimeDefault);
-    assert.deepEqual(build({ config: withSc({ seccompProfilePath: 'docker/default' }) }).linux.seccomp, runtimeDefault);
+    assert.deepEqual(build({ config: withSc({ seccompProfilePath: 'runtime/default' }) }).linux.seccomp, runtimeDefaultProfile);
+    assert.deepEqual(build({ config: withSc({ seccompProfilePath: 'docker/default' }) }).linux.seccomp, runtimeDefaultProfile);
     assert.deepEqual(build({ config: withSc({ seccompProfilePath: 'localhost//p.json' }) }).linux.seccomp, { defaultAction: 'SCMP_ACT_LOG', path: '/p.json' });
     assert.equal(build({ config: withSc({ seccompProfilePath: 'unconfined' }) }).linux.seccomp, undefined);
     rejects({ config: withSc({ seccompProfilePath: 'bogus' }) }, 'config.linux.securityContext.seccompProfilePath');
