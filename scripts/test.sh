@@ -48,6 +48,7 @@ if [ "$(id -u)" = 0 ]; then
     XDG_RUNTIME_DIR="/run/user/$uid" PATH="/usr/local/go/bin:/usr/local/bin:/usr/bin:/bin" \
     USERNODE_TESTHOST="$(bed USERNODE_TESTHOST)" USERNODE_REGISTRY="$(bed USERNODE_REGISTRY)" \
     USERNODE_AUTH_REGISTRY="$(bed USERNODE_AUTH_REGISTRY)" USERNODE_AUTH_USER="$(bed USERNODE_AUTH_USER)" \
+    USERNODE_TESTHOST_DNS="$(bed USERNODE_TESTHOST_DNS)" \
     CI="${CI:-}" bash "$work/scripts/test.sh" "$@"
   rc=$?
   set -e

@@ -13,6 +13,10 @@ host_ip=192.168.213.1
 peer_ip=192.168.213.2
 port=18080
 pidfile=/run/usernode-testhost.pid
+dns_pidfile=/run/usernode-testhost-dns.pid
+# The names the test host's DNS server answers (A records).
+dns_name=usernode-test.example
+dns_answer=192.168.213.99
 registry_port=5000
 auth_registry_port=5001
 auth_user=usernode
@@ -26,6 +30,7 @@ print_env() {
   echo "USERNODE_REGISTRY=$peer_ip:$registry_port"
   echo "USERNODE_AUTH_REGISTRY=$peer_ip:$auth_registry_port"
   echo "USERNODE_AUTH_USER=$auth_user:$auth_password"
+  echo "USERNODE_TESTHOST_DNS=$peer_ip:53,$dns_name=$dns_answer"
 }
 
 # registry_config NAME PORT [HTPASSWD]: a docker-registry config with storage of its own.
@@ -98,6 +103,9 @@ case "${1:-}" in
       ip netns exec "$ns" python3 -c "import socket; socket.create_connection(('$peer_ip', $port), 1).close()" 2>/dev/null && break
       sleep 0.1
     done
+    setsid ip netns exec "$ns" python3 "$here/../test/testhost/dns_server.py" "$peer_ip" 53 "$dns_name=$dns_answer" \
+      </dev/null >/run/usernode-testhost-dns.log 2>&1 &
+    echo $! > "$dns_pidfile"
     command -v docker-registry >/dev/null || { echo "testhost: docker-registry is missing (scripts/host-setup.sh --tests installs it)" >&2; exit 1; }
     command -v htpasswd >/dev/null || { echo "testhost: htpasswd is missing (apache2-utils; scripts/host-setup.sh --tests installs it)" >&2; exit 1; }
     regdir=$(mktemp -d /tmp/usernode-registry.XXXXXX)
@@ -113,7 +121,9 @@ case "${1:-}" in
     print_env
     ;;
   down)
-    if [ -f "$pidfile" ]; then kill "$(cat "$pidfile")" 2>/dev/null || true; rm -f "$pidfile"; fi
+    for f in "$pidfile" "$dns_pidfile"; do
+      if [ -f "$f" ]; then kill "$(cat "$f")" 2>/dev/null || true; rm -f "$f"; fi
+    done
     for name in plain auth; do
       f=/run/usernode-testhost-$name.pid
       [ -f "$f" ] || continue

@@ -90,7 +90,7 @@ export interface ConfigFlags {
 
 /** Tools the agent uses but `run` does not require: features that need one say so when it is missing. */
 const helperTools = ['sleep', 'mount', 'umount', 'mknod', 'mkfifo', 'setfattr', 'cp', 'unshare'] as const;
-const toolKeys = ['rootlesskit', 'slirp4netns', 'newuidmap', 'newgidmap', 'runc', 'conmon', 'nsenter', 'iptables', ...helperTools] as const;
+const toolKeys = ['rootlesskit', 'slirp4netns', 'newuidmap', 'newgidmap', 'runc', 'conmon', 'catatonit', 'nsenter', 'iptables', ...helperTools] as const;
 const topKeys = ['criSocket', 'dataDir', 'runtimeDir', 'logLevel', 'network', 'tools', 'registries', 'snapshotter', 'metricsAddress'] as const;
 const networkKeys = ['mtu', 'podCIDR', 'bridge'] as const;
 
@@ -166,6 +166,7 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
       newgidmap: tool('newgidmap'),
       runc: tool('runc'),
       conmon: tool('conmon'),
+      catatonit: tool('catatonit'),
       nsenter: tool('nsenter'),
       iptables: tool('iptables'),
       ...(Object.fromEntries(helperTools.map((k) => [k, tool(k)])) as Record<(typeof helperTools)[number], string | undefined>),

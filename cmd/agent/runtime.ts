@@ -110,6 +110,7 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
     root: p.podNamespacesDir,
     unshare: c.tools.unshare ?? '/usr/bin/unshare',
     nsenter: c.tools.nsenter ?? '/usr/bin/nsenter',
+    catatonit: c.tools.catatonit ?? '/usr/bin/catatonit',
     mount: c.tools.mount ?? '/bin/mount',
     umount: c.tools.umount ?? '/bin/umount',
   });
@@ -124,7 +125,7 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
     nodeHostname: hostname(),
     nodeIds: { uids: idCountOf(await readFile('/proc/self/uid_map', 'utf8')), gids: idCountOf(await readFile('/proc/self/gid_map', 'utf8')) },
   };
-  await recoverSandboxes(sandboxes, cni, log);
+  await recoverSandboxes(pods, log);
   const containerStore = new ContainerStore(p.containerRecordsDir);
   await containerStore.init();
   containerStoreRef.current = containerStore;
@@ -225,20 +226,38 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
  * (the node namespace was made anew, e.g. after a reboot) has lost its
  * network; it is NOTREADY now, so kubelet recreates it.
  */
-async function recoverSandboxes(store: SandboxStore, cni: CniNetwork, log: ReturnType<typeof createLogger>): Promise<void> {
+async function recoverSandboxes(pods: PodRuntime, log: ReturnType<typeof createLogger>): Promise<void> {
+  const { store, cni, namespaces } = pods;
   const mounts = await readFile('/proc/self/mountinfo', 'utf8');
   for (const r of store.list()) {
-    if (r.state !== 'SANDBOX_READY' || !r.namespaces.net) continue;
-    if (!mounts.includes(` ${r.namespaces.net} `)) {
-      log.warn('pod sandbox lost its network namespace; marking it NOTREADY', { id: r.id.slice(0, 12) });
-      // DEL with a gone netns still releases the IP lease and NAT rules (CNI spec: DEL tolerates missing state).
-      await cni
-        .del(podAttachment(r.id, r.metadata, '', r.portMappings), r.network?.cniResult as CniResult | undefined)
-        .catch((e: unknown) => log.warn('releasing the lost pod network failed', { id: r.id.slice(0, 12), error: (e as Error).message }));
-      const { network: _n, ...rest } = r;
-      void _n;
-      await store.update({ ...rest, state: 'SANDBOX_NOTREADY' });
+    if (r.state !== 'SANDBOX_READY') continue;
+    // What the pod needs to be ready: its network namespace still mounted and
+    // still as ADD left it (CNI CHECK), its process namespace's PID 1 alive.
+    let lost: string | undefined;
+    if (r.namespaces.net && !mounts.includes(` ${r.namespaces.net} `)) lost = 'its network namespace is gone';
+    else if (r.pidNamespace && !(await namespaces.pidNamespaceAlive(r.pidNamespace))) lost = "its process namespace's PID 1 is gone";
+    else if (r.namespaces.net && r.network) {
+      lost = await cni.check(podAttachment(r.id, r.metadata, r.namespaces.net, r.portMappings), r.network.cniResult as CniResult).then(
+        () => undefined,
+        (e: unknown) => `its network fails the CNI CHECK: ${(e as Error).message}`,
+      );
     }
+    if (!lost) continue;
+    log.warn('pod sandbox is broken; marking it NOTREADY', { id: r.id.slice(0, 12), reason: lost });
+    // DEL with a gone netns still releases the IP lease and NAT rules (CNI spec: DEL tolerates missing state).
+    for (const id of r.network?.hostPortForwards ?? []) {
+      await pods.ports.remove(id).catch((e: unknown) => log.warn('releasing a host port of the lost pod failed', { id: r.id.slice(0, 12), error: (e as Error).message }));
+    }
+    if (r.network) {
+      const netns = r.namespaces.net && mounts.includes(` ${r.namespaces.net} `) ? r.namespaces.net : '';
+      await cni
+        .del(podAttachment(r.id, r.metadata, netns, r.portMappings), r.network.cniResult as CniResult | undefined)
+        .catch((e: unknown) => log.warn('releasing the lost pod network failed', { id: r.id.slice(0, 12), error: (e as Error).message }));
+    }
+    if (r.pidNamespace) await namespaces.stopPidNamespace(r.pidNamespace);
+    const { network: _n, ...rest } = r;
+    void _n;
+    await store.update({ ...rest, state: 'SANDBOX_NOTREADY' });
   }
 }
 

@@ -62,6 +62,7 @@ export async function createContainer(req: CreateContainerRequest__Output, ctx: 
         utsPath: sandbox.namespaces.uts,
         ...(sandbox.userns ? { userns: { uidMappings: sandbox.userns.uids, gidMappings: sandbox.userns.gids, ...(sandbox.namespaces.user ? { path: sandbox.namespaces.user } : {}) } } : {}),
         pidMode: (sandboxConfig.linux?.securityContext?.namespaceOptions?.pid as 'POD' | 'CONTAINER' | 'NODE' | undefined) ?? 'CONTAINER',
+        ...(sandbox.pidNamespace ? { pidPath: `/proc/${sandbox.pidNamespace.pid}/ns/pid` } : {}),
         hostNetwork: sandbox.hostNetwork,
         resolvConfPath: paths.files['resolv.conf']!,
         hostsPath: paths.files.hosts!,

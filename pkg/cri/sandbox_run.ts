@@ -55,6 +55,8 @@ export async function runPodSandbox(req: RunPodSandboxRequest__Output, ctx: CriC
       ? await pods.namespaces.createInUserNamespace(id, hostname, userns)
       : await pods.namespaces.create(id, hostname, { network: !hostNetwork, ipc: nsOpts?.ipc !== 'NODE' });
     undo.push('pod namespaces', () => pods.namespaces.remove(id));
+    const pidNamespace = nsOpts?.pid === 'POD' ? await pods.namespaces.startPidNamespace(ns.user) : undefined;
+    if (pidNamespace) undo.push('pod process namespace', () => pods.namespaces.stopPidNamespace(pidNamespace));
 
     let network: SandboxRecord['network'];
     if (ns.net) {
@@ -91,6 +93,7 @@ export async function runPodSandbox(req: RunPodSandboxRequest__Output, ctx: CriC
       hostNetwork,
       namespaces: ns,
       ...(userns ? { userns } : {}),
+      ...(pidNamespace ? { pidNamespace } : {}),
       ...(network ? { network } : {}),
       files,
       logDirectory: config.logDirectory,

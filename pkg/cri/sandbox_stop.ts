@@ -22,6 +22,8 @@ export async function stopSandbox(r: SandboxRecord, ctx: CriContext): Promise<vo
   const pods = ctx.pods;
   // Its containers first: nothing of the pod may run once its network is gone.
   for (const c of ctx.containers.store.list().filter((x) => x.sandboxId === r.id)) await stopRecord(c, 0, ctx.containers);
+  // The pod's process namespace ends with its PID 1 (and whatever exec left in it).
+  if (r.pidNamespace) await pods.namespaces.stopPidNamespace(r.pidNamespace);
   for (const id of r.network?.hostPortForwards ?? []) await pods.ports.remove(id);
   if (r.network && r.namespaces.net) {
     await pods.cni.del(podAttachment(r.id, r.metadata, r.namespaces.net, r.portMappings), r.network.cniResult as CniResult);

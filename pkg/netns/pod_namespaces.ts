@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 
 import { internal } from '../errdefs/errors.js';
@@ -25,6 +26,13 @@ export interface PodNamespacePaths {
   user: string;
 }
 
+/** A pod's process namespace: its PID 1 (catatonit), as the node sees it. */
+export interface PidNamespaceHolder {
+  pid: number;
+  /** Field 22 of /proc/<pid>/stat: tells the holder from a later process that got its pid. */
+  startTime: string;
+}
+
 export interface IdMap {
   containerId: number;
   hostId: number;
@@ -35,6 +43,7 @@ export interface PodNamespacesOptions {
   root: string;
   unshare: string;
   nsenter: string;
+  catatonit: string;
   mount: string;
   umount: string;
   hostname: string;
@@ -109,6 +118,60 @@ export class PodNamespaces {
     return p;
   }
 
+  /**
+   * A process namespace for the pod (shareProcessNamespace), the one kind a
+   * bind mount cannot keep: it ends with its PID 1. catatonit is that PID 1 (it
+   * reaps what is reparented to it); it runs detached, so it outlives agent
+   * restarts, and inside the pod's user namespace when it has one (the
+   * containers mount /proc of it). `unshare --fork` stays as its parent.
+   */
+  async startPidNamespace(userNamespace?: string): Promise<PidNamespaceHolder> {
+    const unshare = [this.o.unshare, '--pid', '--fork', '--kill-child', '--', this.o.catatonit, '-P'];
+    const [file, ...args] = userNamespace ? [this.o.nsenter, `--user=${userNamespace}`, '--', ...unshare] : unshare;
+    const parent = spawn(file!, args, { detached: true, stdio: 'ignore' });
+    const failed = new Promise<never>((_, reject) => {
+      parent.once('error', reject);
+      parent.once('exit', (code) => reject(new Error(`exit code ${code}`)));
+    });
+    failed.catch(() => undefined);
+    try {
+      for (let i = 0; i < 100; i++) {
+        // nsenter execs unshare in place; unshare's one child is the holder.
+        const children = await readFile(`/proc/${parent.pid}/task/${parent.pid}/children`, 'utf8').catch(() => '');
+        const pid = Number.parseInt(children.trim().split(/\s+/)[0] ?? '', 10);
+        if (pid > 0) {
+          const comm = (await readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '')).trim();
+          if (comm === 'catatonit') {
+            parent.unref();
+            parent.removeAllListeners();
+            return { pid, startTime: await startTimeOf(pid) };
+          }
+        }
+        await Promise.race([sleep(20), failed]);
+      }
+      throw new Error('catatonit did not start');
+    } catch (e: unknown) {
+      parent.kill('SIGKILL');
+      throw internal(`starting the pod's process namespace failed: ${e instanceof Error ? e.message : String(e)}`, { field: 'sandbox' });
+    }
+  }
+
+  /** Ends the pod's process namespace, and with it every process left in it; idempotent. */
+  async stopPidNamespace(h: PidNamespaceHolder): Promise<void> {
+    if ((await startTimeOf(h.pid).catch(() => '')) !== h.startTime) return;
+    try {
+      process.kill(h.pid, 'SIGKILL');
+    } catch {
+      // Gone already.
+    }
+    for (let i = 0; i < 100 && (await startTimeOf(h.pid).catch(() => '')) === h.startTime; i++) await sleep(20);
+  }
+
+  /** Whether the holder still runs (and is the same process). */
+  async pidNamespaceAlive(h: PidNamespaceHolder): Promise<boolean> {
+    return (await startTimeOf(h.pid).catch(() => '')) === h.startTime;
+  }
+
   /** Unmounts and removes them; idempotent. */
   async remove(id: string): Promise<void> {
     const p = this.paths(id);
@@ -118,4 +181,13 @@ export class PodNamespaces {
     }
     await rm(join(this.o.root, id), { recursive: true, force: true });
   }
+}
+
+async function startTimeOf(pid: number): Promise<string> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+  // After "(comm)", which may hold spaces: field 3 onwards.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const t = fields[19];
+  if (t === undefined) throw new Error(`unreadable /proc/${pid}/stat`);
+  return t;
 }

@@ -27,6 +27,8 @@ export interface ToolPaths {
   newgidmap: string | undefined;
   runc: string | undefined;
   conmon: string | undefined;
+  /** The init of pods that share one process namespace (shareProcessNamespace): PID 1 that reaps. */
+  catatonit: string | undefined;
   nsenter: string | undefined;
   iptables: string | undefined;
   cniBinDir: string;
@@ -62,6 +64,7 @@ const toolPackages: ReadonlyArray<[keyof Omit<ToolPaths, 'cniBinDir'>, string]> 
   ['newgidmap', 'uidmap'],
   ['runc', 'runc'],
   ['conmon', 'conmon'],
+  ['catatonit', 'catatonit'],
   ['nsenter', 'util-linux'],
   ['iptables', 'iptables'],
 ];

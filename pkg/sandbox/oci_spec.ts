@@ -61,6 +61,8 @@ export interface SandboxForSpec {
   /** The pod's UTS namespace; absent: the node's. */
   utsPath?: string;
   pidMode: 'POD' | 'CONTAINER' | 'NODE';
+  /** The pod's process namespace to join (pidMode POD: its PID 1 is the pod's init); absent: a namespace of the container's own. */
+  pidPath?: string;
   hostNetwork: boolean;
   /**
    * A nested user namespace for the pod (hostUsers: false). The pod's net, IPC
@@ -526,9 +528,8 @@ function bind(destination: string, source: string, options: string[]): OciMount 
 function namespaces(input: SpecInput, privileged: boolean): OciNamespace[] {
   const { sandbox } = input;
   const out: OciNamespace[] = [];
-  // TODO(pods): POD should join one pid namespace per pod (shareProcessNamespace);
-  // until the sandbox keeps one, each container gets its own like CONTAINER.
-  if (sandbox.pidMode !== 'NODE') out.push({ type: 'pid' });
+  if (sandbox.pidMode === 'POD' && sandbox.pidPath) out.push({ type: 'pid', path: sandbox.pidPath });
+  else if (sandbox.pidMode !== 'NODE') out.push({ type: 'pid' });
   if (sandbox.ipcPath) out.push({ type: 'ipc', path: sandbox.ipcPath });
   if (sandbox.utsPath) out.push({ type: 'uts', path: sandbox.utsPath });
   out.push({ type: 'mount' });

@@ -33,6 +33,8 @@ export interface SandboxRecord {
   /** Bind-mounted namespace files; net is absent for hostNetwork pods. */
   /** The pod's own namespaces (bind mounts); net and ipc absent: the node's (hostNetwork, hostIPC). */
   namespaces: { net?: string; ipc?: string; uts: string; user?: string };
+  /** The PID 1 of the pod's process namespace (shareProcessNamespace); absent: each container has its own, or the node's. */
+  pidNamespace?: { pid: number; startTime: string };
   /** The mappings of the pod's own user namespace (namespaces.user); absent: the node's. */
   userns?: { uids: Array<{ containerId: number; hostId: number; length: number }>; gids: Array<{ containerId: number; hostId: number; length: number }> };
   /** Set while the pod's network is attached (READY); cleared by Stop. */

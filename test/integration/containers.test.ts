@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readlinkSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -190,6 +190,76 @@ describe('usernode containers: create, start, logs, stop, remove, restarts', () 
       assert.ok(bad.stderr.includes(`userns_options.${field}`), `${bad.stderr} does not name ${field}`);
     }
     assert.ok(!(await node.crictl(['pods', '-q'])).stdout.includes(podId));
+  });
+
+  it("resolves names through the DNS server its pod's DNS config names (one in the test host, reached through slirp4netns)", async (t) => {
+    const dns = process.env.USERNODE_TESTHOST_DNS;
+    if (!dns) {
+      t.skip('no test host DNS server (needs root: scripts/testhost.sh up prints USERNODE_TESTHOST_DNS)');
+      return;
+    }
+    // "192.168.213.2:53,usernode-test.example=192.168.213.99"
+    const [server, record] = dns.split(',') as [string, string];
+    const [name, address] = record.split('=') as [string, string];
+    const pf = join(node.dir, 'pod-dns.json');
+    await writeFile(pf, JSON.stringify({ metadata: { name: 'dns', namespace: 'default', uid: 'dns-uid', attempt: 0 }, dns_config: { servers: [server.split(':')[0]], searches: ['example'], options: ['ndots:1'] }, linux: {} }));
+    const p = await node.crictl(['runp', pf]);
+    assert.equal(p.code, 0, p.stderr);
+    try {
+      const cf = join(node.dir, 'ctr-dns.json');
+      await writeFile(cf, JSON.stringify({ metadata: { name: 'resolver' }, image: { image: busybox }, command: ['sleep', '300'], linux: {} }));
+      const c = await node.crictl(['create', p.stdout.trim(), cf, pf]);
+      assert.equal(c.code, 0, c.stderr);
+      assert.equal((await node.crictl(['start', c.stdout.trim()])).code, 0);
+      const found = await node.crictl(['exec', '--sync', c.stdout.trim(), 'nslookup', name]);
+      assert.equal(found.code, 0, found.stdout + found.stderr);
+      assert.match(found.stdout, new RegExp(`Address:\\s+${address.replace(/\./g, '\\.')}`), found.stdout);
+      // Short name through the search list; an unknown name is NXDOMAIN from that server, not an answer from elsewhere.
+      const short = await node.crictl(['exec', '--sync', c.stdout.trim(), 'nslookup', name.split('.')[0]!]);
+      assert.match(short.stdout, new RegExp(address.replace(/\./g, '\\.')), short.stdout);
+      const missing = await node.crictl(['exec', '--sync', c.stdout.trim(), 'sh', '-c', 'nslookup no-such-name.example 2>&1; echo "exit=$?"']);
+      assert.match(missing.stdout, /NXDOMAIN/, missing.stdout);
+      assert.match(missing.stdout, /^exit=1$/m, missing.stdout);
+    } finally {
+      assert.equal((await node.crictl(['rmp', '-f', p.stdout.trim()])).code, 0);
+    }
+  });
+
+  it('shares one process namespace among the containers of a shareProcessNamespace pod, with an init as PID 1 that goes with the pod', async () => {
+    const pf = join(node.dir, 'pod-pidns.json');
+    await writeFile(pf, JSON.stringify({ metadata: { name: 'pidns', namespace: 'default', uid: 'pidns-uid', attempt: 0 }, linux: { security_context: { namespace_options: { pid: 0 } } } }));
+    const p = await node.crictl(['runp', pf]);
+    assert.equal(p.code, 0, p.stderr);
+    const podId = p.stdout.trim();
+    const ids: string[] = [];
+    for (const n of [301, 302]) {
+      const cf = join(node.dir, `ctr-pidns-${n}.json`);
+      await writeFile(cf, JSON.stringify({ metadata: { name: `sleeper-${n}` }, image: { image: busybox }, command: ['sleep', String(n)], linux: { security_context: { namespace_options: { pid: 0 } } } }));
+      const c = await node.crictl(['create', podId, cf, pf]);
+      assert.equal(c.code, 0, c.stderr);
+      assert.equal((await node.crictl(['start', c.stdout.trim()])).code, 0);
+      ids.push(c.stdout.trim());
+    }
+    const r = await node.crictl(['exec', '--sync', ids[1]!, 'sh', '-c', 'echo "pid1=$(cat /proc/1/comm)"; ps -o args']);
+    assert.match(r.stdout, /^pid1=catatonit$/m, r.stdout);
+    assert.match(r.stdout, /^sleep 301$/m, 'the other container is not in the shared process namespace');
+    assert.match(r.stdout, /^sleep 302$/m);
+    // The init is the process of the node in that namespace named catatonit; after the pod it is gone.
+    const info = JSON.parse((await node.crictl(['inspect', ids[0]!])).stdout) as { info: { pid: number } };
+    const podPidNs = readlinkSync(`/proc/${info.info.pid}/ns/pid`);
+    const inPod = async (): Promise<string[]> =>
+      (await processesOf())
+        .filter((x) => {
+          try {
+            return readlinkSync(`/proc/${x.pid}/ns/pid`) === podPidNs;
+          } catch {
+            return false;
+          }
+        })
+        .map((x) => x.comm);
+    assert.ok((await inPod()).includes('catatonit'), 'no init in the pod process namespace');
+    assert.equal((await node.crictl(['rmp', '-f', podId])).code, 0);
+    assert.deepEqual(await inPod(), [], 'processes of the pod are left running');
   });
 
   it('records the exit code of a container that ends by itself', async () => {

@@ -5,9 +5,11 @@ import { after, before, describe, it } from 'node:test';
 
 import { type AgentProcess, exec, repoRoot, requiredEnv, requiredTool, TestNode, usernodeBin } from '../lib/agent.js';
 
-// critest as the CRI's own conformance suite: every spec listed in
-// test/critest/passing.txt runs against the real agent and must pass. The
-// list only grows: a spec that once passed and fails now is a regression.
+// critest as the CRI's own conformance suite, all of it, against the real
+// agent: every spec listed in test/critest/passing.txt must pass (the list only
+// grows: a spec that once passed and fails now is a regression), and every
+// other spec that runs and fails must be in test/critest/not_passing.txt with
+// its reason. The counts and every reason are printed.
 // critest runs inside the node namespace (`usernode enter`), where a kubelet
 // driving this runtime runs too: the pod IPs, the node's own network (hostNetwork
 // pods) and its mount namespace (the mounts critest makes to check mount
@@ -17,7 +19,14 @@ const listed = readFileSync(join(repoRoot, 'test', 'critest', 'passing.txt'), 'u
   .split('\n')
   .filter((l) => l.trim() !== '' && !l.startsWith('#'));
 
-const escape = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+// The specs that run and do not pass, each with why (tab-separated): rootless
+// limits of this host, features of later issues, test-image limits.
+const known = new Map(
+  readFileSync(join(repoRoot, 'test', 'critest', 'not_passing.txt'), 'utf8')
+    .split('\n')
+    .filter((l) => l.trim() !== '' && !l.startsWith('#'))
+    .map((l) => [l.slice(0, l.indexOf('\t')), l.slice(l.indexOf('\t') + 1)] as const),
+);
 
 interface Report {
   SpecReports: Array<{ LeafNodeType: string; LeafNodeText: string; ContainerHierarchyTexts: string[]; State: string; Failure?: { Message: string } }>;
@@ -44,10 +53,10 @@ describe('critest conformance (the specs usernode passes)', () => {
     await node?.destroy();
   });
 
-  it(`passes all ${listed.length} listed critest specs`, async (t) => {
+  it(`runs all of critest: the ${listed.length} listed specs pass, every other outcome has its reason`, async (t) => {
     const endpoint = `unix://${node.socket}`;
     const report = join(node.dir, 'critest-report.json');
-    const r = await exec(
+    await exec(
       process.execPath,
       [
         usernodeBin,
@@ -57,25 +66,33 @@ describe('critest conformance (the specs usernode passes)', () => {
         '--runtime-endpoint', endpoint,
         '--image-endpoint', endpoint,
         '--test-images-file', bed.critest.testImagesFile,
-        `--ginkgo.focus=${listed.map(escape).join("|")}`,
         `--ginkgo.json-report=${report}`,
         '--ginkgo.no-color',
       ],
-      { env: node.env, timeoutMs: 1200000 },
+      { env: node.env, timeoutMs: 2400000 },
     );
     const specs = (JSON.parse(readFileSync(report, 'utf8')) as Report[])[0]!.SpecReports.filter((s) => s.LeafNodeType === 'It');
     const text = (s: (typeof specs)[number]): string => [...s.ContainerHierarchyTexts, s.LeafNodeText].join(' ');
     const ran = specs.filter((s) => s.State !== 'skipped');
     const passed = ran.filter((s) => s.State === 'passed');
     const failed = ran.filter((s) => s.State !== 'passed');
-    t.diagnostic(`critest: ran ${ran.length}, passed ${passed.length}, failed ${failed.length} (of ${specs.length} specs in critest v1.37.0)`);
+    const skipped = specs.filter((s) => s.State === 'skipped');
+    const firstLine = (s: (typeof specs)[number]): string => s.Failure?.Message.split('\n')[0]?.trim() || '(no reason given)';
+    for (const s of failed) t.diagnostic(`not passing: ${text(s)} — ${known.get(text(s)) ?? `NEW: ${firstLine(s)}`}`);
+    for (const s of skipped) t.diagnostic(`skipped by critest: ${text(s)} — ${firstLine(s)}`);
+    t.diagnostic(`critest v1.37.0: ${specs.length} specs; ran ${ran.length}: passed ${passed.length}, not passing ${failed.length} (each with its reason above); skipped by critest ${skipped.length}`);
     assert.deepEqual(
-      failed.map((s) => `${text(s)}: ${s.Failure?.Message.split('\n')[0] ?? s.State}`),
+      listed.filter((l) => !passed.some((s) => text(s) === l)).map((l) => {
+        const s = specs.find((x) => text(x) === l);
+        return `${l}: ${s ? `${s.State}: ${firstLine(s)}` : 'not run (renamed upstream?)'}`;
+      }),
       [],
-      'critest specs that passed before fail now',
+      'listed critest specs that do not pass',
     );
-    const missing = listed.filter((l) => !ran.some((s) => text(s) === l));
-    assert.deepEqual(missing, [], 'listed specs that critest did not run (renamed upstream?)');
-    assert.equal(r.code, 0, r.stdout.slice(-3000));
+    assert.deepEqual(
+      failed.filter((s) => !known.has(text(s))).map((s) => `${text(s)}: ${firstLine(s)}`),
+      [],
+      'critest specs that fail with no reason recorded in test/critest/not_passing.txt',
+    );
   });
 });

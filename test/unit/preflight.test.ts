@@ -43,6 +43,7 @@ function tools(): ToolPaths {
     newgidmap: '/usr/bin/newgidmap',
     runc: '/usr/sbin/runc',
     conmon: '/usr/bin/conmon',
+    catatonit: '/usr/bin/catatonit',
     nsenter: '/usr/bin/nsenter',
     iptables: '/usr/sbin/iptables',
     cniBinDir,
