@@ -32,6 +32,7 @@ import { createLogger } from '../../pkg/log/logger.js';
 import { checkPodNetwork, writeConflist } from '../../pkg/netns/cni/conflist.js';
 import type { NodeNamespace } from '../../pkg/netns/node_namespace.js';
 import { detectCgroups } from '../../pkg/sandbox/cgroups.js';
+import { StatsCollector } from '../../pkg/sandbox/stats_collector.js';
 import { runtimeDefaultSeccomp } from '../../pkg/sandbox/seccomp_default.js';
 import { idCountOf } from '../../pkg/cri/pod_userns.js';
 import { type AgentConfig, pathsOf } from './config.js';
@@ -130,6 +131,8 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
   containerStoreRef.current = containerStore;
   for (const d of [p.bundlesDir, p.exitDir, p.attachDir, p.runcRoot]) await mkdir(d, { recursive: true, mode: 0o700 });
   const runc = c.tools.runc ?? '/usr/sbin/runc';
+  const cgroups = await detectCgroups();
+  if (!cgroups.canEnforceLimits) log.warn('resource limits will not be enforced', { reason: cgroups.reason });
   const containers: ContainerRuntime = {
     store: containerStore,
     rootfs: new ContainerRootfs({ root: p.snapshotsDir, viewRoot: '/run/usernode/userns', snapshotter: snap.snapshotter, mount: c.tools.mount ?? '/bin/mount', umount: c.tools.umount ?? '/bin/umount', cp: c.tools.cp ?? '/bin/cp' }),
@@ -142,9 +145,8 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
     seccompDefault: runtimeDefaultSeccomp,
     runc,
     runcRoot: p.runcRoot,
+    stats: new StatsCollector({ log: log.child('stats'), noCgroupReason: cgroups.reason }),
   };
-  const cgroups = await detectCgroups();
-  if (!cgroups.canEnforceLimits) log.warn('resource limits will not be enforced', { reason: cgroups.reason });
 
   let serving = false;
   const ctx: CriContext = {
@@ -197,6 +199,7 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
       cniconfig: await readFile(conflist, 'utf8').then((t) => JSON.stringify(JSON.parse(t))),
       rootless: JSON.stringify({ cgroups, unenforced: cgroups.canEnforceLimits ? [] : ['cpu', 'memory', 'pids', 'hugepages'] }),
       snapshotter: JSON.stringify(snap),
+      stats: JSON.stringify(containers.stats.describe()),
       registries: JSON.stringify(c.registries),
     }),
   };

@@ -1,16 +1,12 @@
 import type { ListContainersRequest__Output, ListContainersResponse } from '../../proto/types.js';
-import { refresh } from './containers.js';
+import { matchesContainerFilter, refresh } from './containers.js';
 import type { CriContext } from './context.js';
 
 // ListContainers with the CRI filter: id prefix, state, pod, labels.
 export async function listContainers(req: ListContainersRequest__Output, ctx: CriContext): Promise<ListContainersResponse> {
   const f = req.filter;
   const all = await Promise.all(ctx.containers.store.list().map((r) => refresh(r, ctx.containers)));
-  const items = all
-    .filter((r) => !f?.id || r.id.startsWith(f.id))
-    .filter((r) => !f?.podSandboxId || r.sandboxId.startsWith(f.podSandboxId))
-    .filter((r) => !f?.state || r.state === f.state.state)
-    .filter((r) => Object.entries(f?.labelSelector ?? {}).every(([k, v]) => r.labels[k] === v));
+  const items = all.filter((r) => matchesContainerFilter(r, f) && (!f?.state || r.state === f.state.state));
   return {
     containers: items.map((r) => ({
       id: r.id,

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { ContainerRootfs } from '../image/container_rootfs.js';
 import type { ContainerRecord, ContainerStore } from '../sandbox/container_store.js';
 import type { ContainerMonitor, OciRuntime } from '../sandbox/oci_runtime.js';
+import type { StatsCollector } from '../sandbox/stats_collector.js';
 
 /** What the container RPCs work with (CriContext.containers). */
 export interface ContainerRuntime {
@@ -20,6 +21,13 @@ export interface ContainerRuntime {
   /** runc and its state root, for exec. */
   runc: string;
   runcRoot: string;
+  /** CPU, memory and process numbers of running containers (stats and metrics RPCs). */
+  stats: StatsCollector;
+}
+
+/** The CRI's container filters (ListContainers, ListContainerStats): ids by prefix, as crictl sends them; every label must match. */
+export function matchesContainerFilter(r: ContainerRecord, f: { id?: string; podSandboxId?: string; labelSelector?: Record<string, string> } | null | undefined): boolean {
+  return (!f?.id || r.id.startsWith(f.id)) && (!f?.podSandboxId || r.sandboxId.startsWith(f.podSandboxId)) && Object.entries(f?.labelSelector ?? {}).every(([k, v]) => r.labels[k] === v);
 }
 
 export const nowNs = (): string => String(BigInt(Date.now()) * 1000000n);

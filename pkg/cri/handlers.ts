@@ -2,8 +2,11 @@ import { importImage } from './admin_image_import.js';
 import { createContainer } from './container_create.js';
 import { execSync } from './container_exec_sync.js';
 import { listContainers } from './container_list.js';
+import { reopenContainerLog } from './container_log_reopen.js';
 import { removeContainer } from './container_remove.js';
 import { startContainer } from './container_start.js';
+import { containerStats } from './container_stats.js';
+import { listContainerStats } from './container_stats_list.js';
 import { containerStatus } from './container_status.js';
 import { stopContainer } from './container_stop.js';
 import { imageFsInfo } from './image_fs_info.js';
@@ -12,10 +15,14 @@ import { pullImage } from './image_pull.js';
 import { removeImage } from './image_remove.js';
 import { imageStatus } from './image_status.js';
 import type { UnaryHandler } from './instrumented.js';
+import { listMetricDescriptors } from './metric_descriptors_list.js';
 import { runtimeConfig } from './runtime_config.js';
 import { listPodSandbox } from './sandbox_list.js';
+import { listPodSandboxMetrics } from './sandbox_metrics_list.js';
 import { removePodSandbox } from './sandbox_remove.js';
 import { runPodSandbox } from './sandbox_run.js';
+import { podSandboxStats } from './sandbox_stats.js';
+import { listPodSandboxStats } from './sandbox_stats_list.js';
 import { podSandboxStatus } from './sandbox_status.js';
 import { stopPodSandbox } from './sandbox_stop.js';
 import { status } from './status.js';
@@ -40,6 +47,13 @@ export const runtimeServiceHandlers: Readonly<Record<string, UnaryHandler>> = {
   ContainerStatus: containerStatus,
   ListContainers: listContainers,
   ExecSync: execSync,
+  ContainerStats: containerStats,
+  ListContainerStats: listContainerStats,
+  PodSandboxStats: podSandboxStats,
+  ListPodSandboxStats: listPodSandboxStats,
+  ReopenContainerLog: reopenContainerLog,
+  ListMetricDescriptors: listMetricDescriptors,
+  ListPodSandboxMetrics: listPodSandboxMetrics,
 };
 
 export const imageServiceHandlers: Readonly<Record<string, UnaryHandler>> = {

@@ -1,5 +1,6 @@
 import type { ListPodSandboxRequest__Output, ListPodSandboxResponse } from '../../proto/types.js';
 import type { CriContext } from './context.js';
+import { matchesSandboxFilter } from './pods.js';
 
 // ListPodSandbox with the CRI filter: id (a prefix, as crictl sends), state,
 // and labels that must all match.
@@ -7,9 +8,7 @@ export async function listPodSandbox(req: ListPodSandboxRequest__Output, ctx: Cr
   const f = req.filter;
   const items = ctx.pods.store
     .list()
-    .filter((r) => !f?.id || r.id.startsWith(f.id))
-    .filter((r) => !f?.state || r.state === f.state.state)
-    .filter((r) => Object.entries(f?.labelSelector ?? {}).every(([k, v]) => r.labels[k] === v))
+    .filter((r) => matchesSandboxFilter(r, f) && (!f?.state || r.state === f.state.state))
     .sort((a, b) => (BigInt(b.createdAt) > BigInt(a.createdAt) ? 1 : -1));
   return {
     items: items.map((r) => ({

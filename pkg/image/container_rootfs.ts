@@ -1,4 +1,4 @@
-import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { internal } from '../errdefs/errors.js';
@@ -32,6 +32,17 @@ export class ContainerRootfs {
 
   dir(id: string): string {
     return join(this.o.root, 'containers', id);
+  }
+
+  /**
+   * What the container itself has written (ContainerStats.writable_layer):
+   * the overlay's upper, or the whole copy (the copy snapshotter's, or a
+   * user-namespaced pod's private copy, which has no upper).
+   */
+  async writableDir(id: string): Promise<string> {
+    const upper = join(this.dir(id), 'upper');
+    if (this.o.snapshotter === 'overlayfs' && (await stat(upper).then(() => true, () => false))) return upper;
+    return join(this.dir(id), 'rootfs');
   }
 
   /** `layerDirs` from the bottom layer up; resolves with the rootfs path. */

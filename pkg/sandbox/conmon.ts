@@ -1,7 +1,9 @@
 import { spawn } from 'node:child_process';
-import { closeSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, constants, openSync, readFileSync } from 'node:fs';
+import { open, stat } from 'node:fs/promises';
+import { join } from 'node:path';
 
-import { internal } from '../errdefs/errors.js';
+import { failedPrecondition, internal, messageOf } from '../errdefs/errors.js';
 import type { ContainerMonitor, MonitorCreate } from './oci_runtime.js';
 
 // conmon (Debian) holds each container's stdio, writes its output in the CRI
@@ -77,5 +79,38 @@ export class ConmonMonitor implements ContainerMonitor {
       });
       pipe?.on('end', () => finish(internal(`conmon ended without reporting the container${errText() ? `: ${errText()}` : ''}`, { field: 'container' })));
     });
+  }
+
+  /**
+   * conmon reads control messages "TYPE HEIGHT WIDTH\n" from the `ctl` fifo
+   * in the bundle (src/ctrl.c): type 1 resizes the terminal, type 2 reopens
+   * the log files. Opened without blocking: with no conmon reading, the open
+   * fails (ENXIO) instead of hanging.
+   */
+  async reopenLog(bundle: string, logPath: string): Promise<void> {
+    const ctl = join(bundle, 'ctl');
+    let fifo;
+    try {
+      fifo = await open(ctl, constants.O_WRONLY | constants.O_NONBLOCK);
+    } catch (e: unknown) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENXIO' || code === 'ENOENT') throw failedPrecondition('container is not running: no conmon holds its log', { field: 'container_id' });
+      throw internal(`cannot open conmon's control fifo ${ctl}: ${messageOf(e)}`, { field: 'container_id' });
+    }
+    try {
+      await fifo.write('2 0 0\n');
+    } finally {
+      await fifo.close();
+    }
+    const deadline = Date.now() + 10000;
+    for (;;) {
+      try {
+        await stat(logPath);
+        return;
+      } catch {
+        if (Date.now() > deadline) throw internal(`conmon did not reopen the log ${logPath} within 10 s`, { field: 'container_id' });
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }
   }
 }

@@ -30,4 +30,10 @@ export interface MonitorCreate {
 export interface ContainerMonitor {
   /** Creates the container (not started) under a monitor that outlives the agent; resolves with its pid. */
   create(o: MonitorCreate): Promise<{ pid: number }>;
+  /**
+   * Has the monitor of the container in `bundle` close and reopen its log
+   * file (after log rotation moved it away); resolves once `logPath` exists
+   * again. FailedPrecondition when no monitor holds the container any more.
+   */
+  reopenLog(bundle: string, logPath: string): Promise<void>;
 }

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
 import { criClients } from '../../proto/client.js';
-import { type AgentProcess, eventually, processesOf, requiredEnv, TestNode } from '../lib/agent.js';
+import { type AgentProcess, createContainer, eventually, processesOf, startBusyboxPod, type TestNode } from '../lib/agent.js';
 
 // Containers end to end: the real agent as this user, real runc under real
 // conmon, in a real pod on the bridge, from an image pulled from the test
@@ -30,15 +30,9 @@ describe('usernode containers: create, start, logs, stop, remove, restarts', () 
   let pod: string;
   let podFile: string;
   let busybox: string;
-  let seq = 0;
 
-  const create = async (name: string, command: string[], extra: Record<string, unknown> = {}): Promise<string> => {
-    const f = join(node.dir, `ctr-${name}-${seq++}.json`);
-    await writeFile(f, JSON.stringify({ metadata: { name }, image: { image: busybox }, command, log_path: `${name}/0.log`, linux: {}, ...extra }));
-    const r = await node.crictl(['create', pod, f, podFile]);
-    assert.equal(r.code, 0, r.stderr);
-    return r.stdout.trim();
-  };
+  const create = (name: string, command: string[], extra: Record<string, unknown> = {}): Promise<string> =>
+    createContainer(node, pod, podFile, { metadata: { name }, image: { image: busybox }, command, log_path: `${name}/0.log`, linux: {}, ...extra });
   const inspect = async (id: string): Promise<Inspect> => {
     const r = await node.crictl(['inspect', id]);
     assert.equal(r.code, 0, r.stderr);
@@ -46,18 +40,7 @@ describe('usernode containers: create, start, logs, stop, remove, restarts', () 
   };
 
   before(async () => {
-    const bed = JSON.parse(readFileSync(requiredEnv('USERNODE_TEST_IMAGES'), 'utf8')) as { registry: string };
-    busybox = `${bed.registry}/usernode/busybox:latest`;
-    node = await TestNode.create();
-    await node.writeConfig(`registries:\n  "${bed.registry}": { plainHttp: true }\n`);
-    agent = node.start();
-    await agent.ready();
-    assert.equal((await node.crictl(['pull', busybox])).code, 0);
-    podFile = join(node.dir, 'pod.json');
-    await writeFile(podFile, JSON.stringify({ metadata: { name: 'box', namespace: 'default', uid: 'box-uid', attempt: 0 }, hostname: 'boxhost', log_directory: join(node.dir, 'logs'), linux: {} }));
-    const r = await node.crictl(['runp', podFile]);
-    assert.equal(r.code, 0, r.stderr);
-    pod = r.stdout.trim();
+    ({ node, agent, busybox, pod, podFile } = await startBusyboxPod((dir) => ({ metadata: { name: 'box', namespace: 'default', uid: 'box-uid', attempt: 0 }, hostname: 'boxhost', log_directory: join(dir, 'logs'), linux: {} })));
   });
 
   after(async () => {

@@ -88,10 +88,10 @@ describe('usernode node: namespace, CRI server, lifecycle', () => {
   });
 
   it('answers an RPC it has not built with UNIMPLEMENTED naming it, never a fake success', async () => {
-    const r = await node.crictl(['stats']);
+    const r = await node.crictl(['checkpoint', '--export', join(node.dir, 'checkpoint.tar'), 'no-such-container']);
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /Unimplemented/);
-    assert.match(r.stderr, /ListContainerStats/);
+    assert.match(r.stderr, /CheckpointContainer/);
   });
 
   it('answers a malformed request with INVALID_ARGUMENT and keeps serving', async () => {

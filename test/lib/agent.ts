@@ -180,3 +180,35 @@ export async function processesOf(): Promise<Array<{ pid: number; comm: string }
   const { processesOf: all } = await import('../../pkg/netns/procfs.js');
   return (await all(process.getuid?.() ?? 0)).map((p) => ({ pid: p.pid, comm: p.comm }));
 }
+
+/**
+ * The start of most container tests: a node that pulls from the test registry,
+ * running, with the test busybox pulled and one pod made by `crictl runp` from
+ * `podConfig(node.dir)`.
+ */
+export async function startBusyboxPod(podConfig: (dir: string) => Record<string, unknown>): Promise<{ node: TestNode; agent: AgentProcess; busybox: string; pod: string; podFile: string }> {
+  const bed = JSON.parse(await readFile(requiredEnv('USERNODE_TEST_IMAGES'), 'utf8')) as { registry: string };
+  const busybox = `${bed.registry}/usernode/busybox:latest`;
+  const node = await TestNode.create();
+  await node.writeConfig(`registries:\n  "${bed.registry}": { plainHttp: true }\n`);
+  const agent = node.start();
+  await agent.ready();
+  const pull = await node.crictl(['pull', busybox]);
+  if (pull.code !== 0) throw new Error(`crictl pull ${busybox}: ${pull.stderr}`);
+  const podFile = join(node.dir, 'pod.json');
+  await writeFile(podFile, JSON.stringify(podConfig(node.dir)));
+  const r = await node.crictl(['runp', podFile]);
+  if (r.code !== 0) throw new Error(`crictl runp: ${r.stderr}`);
+  return { node, agent, busybox, pod: r.stdout.trim(), podFile };
+}
+
+let containerFiles = 0;
+
+/** `crictl create` of a container `config` in `pod`; resolves with its id. */
+export async function createContainer(node: TestNode, pod: string, podFile: string, config: Record<string, unknown>): Promise<string> {
+  const f = join(node.dir, `ctr-${++containerFiles}.json`);
+  await writeFile(f, JSON.stringify(config));
+  const r = await node.crictl(['create', pod, f, podFile]);
+  if (r.code !== 0) throw new Error(`crictl create: ${r.stderr}`);
+  return r.stdout.trim();
+}

@@ -22,6 +22,7 @@ import type { VersionResponse__Output } from '../../proto/generated/runtime/v1/V
 import type { ImageService } from '../../pkg/image/image_service.js';
 import type { PodRuntime } from '../../pkg/cri/pods.js';
 import type { ContainerRuntime } from '../../pkg/cri/containers.js';
+import { rejection } from '../lib/unit.js';
 
 // A real CriServer on a unix socket in a temp dir, driven through the same
 // client the node half uses; the context behind it is a fake.
@@ -73,16 +74,6 @@ async function callError<T>(invoke: (cb: Callback<T>) => unknown): Promise<grpc.
     throw e;
   }
   assert.fail('the call succeeded');
-}
-
-/** The error a rejected promise carries, or a failure when it resolves. */
-async function rejection(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (e: unknown) {
-    return e;
-  }
-  assert.fail('it resolved');
 }
 
 const deadline = (): grpc.CallOptions => ({ deadline: Date.now() + 5000 });
@@ -216,10 +207,10 @@ describe('CriServer answers the built RPCs', () => {
     const clients = criClients(p.socket);
     toClose.push(clients);
     await call((cb) => clients.runtime.Version({}, deadline(), cb));
-    await callError((cb) => clients.runtime.ContainerStats({}, deadline(), cb));
+    await callError((cb) => clients.runtime.CheckpointContainer({}, deadline(), cb));
     assert.deepEqual(seen, [
       ['RuntimeService', 'Version', grpc.status.OK],
-      ['RuntimeService', 'ContainerStats', grpc.status.UNIMPLEMENTED],
+      ['RuntimeService', 'CheckpointContainer', grpc.status.UNIMPLEMENTED],
     ]);
   });
 });
@@ -230,9 +221,9 @@ describe('CriServer errors', () => {
     const run = await callError((cb) => clients.runtime.UpdateContainerResources({}, deadline(), cb));
     assert.equal(run.code, grpc.status.UNIMPLEMENTED);
     assert.match(run.details, /RuntimeService\.UpdateContainerResources/);
-    const list = await callError((cb) => clients.runtime.ContainerStats({}, deadline(), cb));
+    const list = await callError((cb) => clients.runtime.CheckpointContainer({}, deadline(), cb));
     assert.equal(list.code, grpc.status.UNIMPLEMENTED);
-    assert.match(list.details, /RuntimeService\.ContainerStats/);
+    assert.match(list.details, /RuntimeService\.CheckpointContainer/);
   });
 
   test('a server-streaming RPC (GetContainerEvents) ends with UNIMPLEMENTED', async () => {
