@@ -66,3 +66,9 @@ export type { MetricDescriptor } from './generated/runtime/v1/MetricDescriptor.j
 export type { ListPodSandboxMetricsResponse } from './generated/runtime/v1/ListPodSandboxMetricsResponse.js';
 export type { PodSandboxMetrics } from './generated/runtime/v1/PodSandboxMetrics.js';
 export type { Metric } from './generated/runtime/v1/Metric.js';
+export type { ExecRequest__Output } from './generated/runtime/v1/ExecRequest.js';
+export type { ExecResponse } from './generated/runtime/v1/ExecResponse.js';
+export type { PortForwardRequest__Output } from './generated/runtime/v1/PortForwardRequest.js';
+export type { PortForwardResponse } from './generated/runtime/v1/PortForwardResponse.js';
+export type { AttachRequest__Output } from './generated/runtime/v1/AttachRequest.js';
+export type { AttachResponse } from './generated/runtime/v1/AttachResponse.js';

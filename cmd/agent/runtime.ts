@@ -35,6 +35,9 @@ import { detectCgroups } from '../../pkg/sandbox/cgroups.js';
 import { StatsCollector } from '../../pkg/sandbox/stats_collector.js';
 import { runtimeDefaultSeccomp } from '../../pkg/sandbox/seccomp_default.js';
 import { idCountOf } from '../../pkg/cri/pod_userns.js';
+import { streamingHandlers } from '../../pkg/cri/stream_handlers.js';
+import type { PortManager } from '../../pkg/netns/port_manager.js';
+import { StreamingServer } from '../../pkg/streaming/server.js';
 import { type AgentConfig, pathsOf } from './config.js';
 import { agentVersion } from './version.js';
 
@@ -148,6 +151,21 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
     stats: new StatsCollector({ log: log.child('stats'), noCgroupReason: cgroups.reason }),
   };
 
+  // The streaming server listens on the node's loopback (where a kubelet in the
+  // node namespace, or critest entered there, connects), and rootlesskit
+  // forwards the same port from the host's loopback (crictl on the host): one
+  // URL works in both.
+  const streaming = new StreamingServer(
+    streamingHandlers(() => ctx, {
+      script: c.tools.script ?? '/usr/bin/script',
+      stty: c.tools.stty ?? '/bin/stty',
+      nsenter: c.tools.nsenter ?? '/usr/bin/nsenter',
+      socat: c.tools.socat ?? '/usr/bin/socat',
+    }),
+    log.child('streaming'),
+  );
+  const streamingForward = await exposeStreaming(streaming, pods.ports, log);
+
   let serving = false;
   const ctx: CriContext = {
     log: log.child('cri'),
@@ -160,6 +178,7 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
     pods,
     containers,
     snapshotter: snap.snapshotter,
+    streaming,
     ready: () => serving,
     health: async (): Promise<RuntimeHealth> => {
       const missing: string[] = [];
@@ -216,6 +235,8 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
   serving = false;
   log.info('runtime half stopping');
   await server.stop();
+  await streaming.close();
+  await pods.ports.remove(streamingForward).catch(() => undefined);
   await metrics.close();
   await unpackPool.close();
   return 0;
@@ -226,6 +247,29 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
  * (the node namespace was made anew, e.g. after a reboot) has lost its
  * network; it is NOTREADY now, so kubelet recreates it.
  */
+/**
+ * Starts the streaming server on the node's 127.0.0.1 and forwards the same
+ * port from the host's; a forward a previous runtime half left (loopback to
+ * loopback, the same port) is taken down first. A port the host already uses
+ * is tried again with another.
+ */
+async function exposeStreaming(streaming: StreamingServer, ports: PortManager, log: ReturnType<typeof createLogger>): Promise<number> {
+  for (const f of await ports.list()) {
+    if (f.hostIP === '127.0.0.1' && f.childIP === '127.0.0.1' && f.hostPort === f.childPort) await ports.remove(f.id).catch(() => undefined);
+  }
+  for (let attempt = 1; ; attempt++) {
+    const port = await streaming.listen('127.0.0.1', 0);
+    try {
+      const f = await ports.add({ protocol: 'tcp', hostIP: '127.0.0.1', hostPort: port, childIP: '127.0.0.1', childPort: port });
+      log.info('streaming server listening', { url: `http://127.0.0.1:${port}`, hostForward: f.id });
+      return f.id;
+    } catch (e: unknown) {
+      await streaming.close();
+      if (attempt >= 5) throw new Error(`the streaming server's port cannot be forwarded from the host: ${(e as Error).message}`);
+    }
+  }
+}
+
 async function recoverSandboxes(pods: PodRuntime, log: ReturnType<typeof createLogger>): Promise<void> {
   const { store, cni, namespaces } = pods;
   const mounts = await readFile('/proc/self/mountinfo', 'utf8');

@@ -1,6 +1,7 @@
 import type { ImageService } from '../image/image_service.js';
 import type { Snapshotter } from '../image/layer_store.js';
 import type { Logger } from '../log/logger.js';
+import type { StreamingServer } from '../streaming/server.js';
 import type { ContainerRuntime } from './containers.js';
 import type { PodRuntime } from './pods.js';
 
@@ -38,4 +39,6 @@ export interface CriContext {
   dirs: { images: string; snapshots: string };
   /** Runtime handler features (Status.runtime_handlers). */
   features: { userNamespaces: boolean; recursiveReadOnlyMounts: boolean };
+  /** The streaming server Exec, Attach and PortForward hand out URLs of. */
+  streaming: Pick<StreamingServer, 'url'>;
 }

@@ -1,5 +1,7 @@
 import { importImage } from './admin_image_import.js';
 import { createContainer } from './container_create.js';
+import { attach } from './container_attach.js';
+import { exec } from './container_exec.js';
 import { execSync } from './container_exec_sync.js';
 import { listContainers } from './container_list.js';
 import { reopenContainerLog } from './container_log_reopen.js';
@@ -21,6 +23,7 @@ import { listPodSandbox } from './sandbox_list.js';
 import { listPodSandboxMetrics } from './sandbox_metrics_list.js';
 import { removePodSandbox } from './sandbox_remove.js';
 import { runPodSandbox } from './sandbox_run.js';
+import { portForward } from './sandbox_port_forward.js';
 import { podSandboxStats } from './sandbox_stats.js';
 import { listPodSandboxStats } from './sandbox_stats_list.js';
 import { podSandboxStatus } from './sandbox_status.js';
@@ -47,6 +50,9 @@ export const runtimeServiceHandlers: Readonly<Record<string, UnaryHandler>> = {
   ContainerStatus: containerStatus,
   ListContainers: listContainers,
   ExecSync: execSync,
+  Exec: exec,
+  Attach: attach,
+  PortForward: portForward,
   ContainerStats: containerStats,
   ListContainerStats: listContainerStats,
   PodSandboxStats: podSandboxStats,

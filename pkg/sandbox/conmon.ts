@@ -81,13 +81,12 @@ export class ConmonMonitor implements ContainerMonitor {
     });
   }
 
-  /**
-   * conmon reads control messages "TYPE HEIGHT WIDTH\n" from the `ctl` fifo
-   * in the bundle (src/ctrl.c): type 1 resizes the terminal, type 2 reopens
-   * the log files. Opened without blocking: with no conmon reading, the open
-   * fails (ENXIO) instead of hanging.
-   */
-  async reopenLog(bundle: string, logPath: string): Promise<void> {
+  /** The container's terminal (a tty container, attached) takes this size. */
+  async resizeTerminal(bundle: string, width: number, height: number): Promise<void> {
+    await this.control(bundle, `1 ${height} ${width}\n`);
+  }
+
+  private async control(bundle: string, message: string): Promise<void> {
     const ctl = join(bundle, 'ctl');
     let fifo;
     try {
@@ -98,10 +97,20 @@ export class ConmonMonitor implements ContainerMonitor {
       throw internal(`cannot open conmon's control fifo ${ctl}: ${messageOf(e)}`, { field: 'container_id' });
     }
     try {
-      await fifo.write('2 0 0\n');
+      await fifo.write(message);
     } finally {
       await fifo.close();
     }
+  }
+
+  /**
+   * conmon reads control messages "TYPE HEIGHT WIDTH\n" from the `ctl` fifo
+   * in the bundle (src/ctrl.c): type 1 resizes the terminal, type 2 reopens
+   * the log files. Opened without blocking: with no conmon reading, the open
+   * fails (ENXIO) instead of hanging.
+   */
+  async reopenLog(bundle: string, logPath: string): Promise<void> {
+    await this.control(bundle, '2 0 0\n');
     const deadline = Date.now() + 10000;
     for (;;) {
       try {

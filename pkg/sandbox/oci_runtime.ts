@@ -36,4 +36,6 @@ export interface ContainerMonitor {
    * again. FailedPrecondition when no monitor holds the container any more.
    */
   reopenLog(bundle: string, logPath: string): Promise<void>;
+  /** Sets the terminal size of a tty container (attach). */
+  resizeTerminal(bundle: string, width: number, height: number): Promise<void>;
 }

@@ -49,6 +49,7 @@ function fakeContext(dir: string): FakeContext {
     ready: () => c.isReady,
     dirs: { images: join(dir, 'images'), snapshots: join(dir, 'snapshots') },
     features: { userNamespaces: true, recursiveReadOnlyMounts: false },
+    streaming: { url: () => 'http://127.0.0.1:1/exec/fake' },
     // The image RPCs have tests of their own; these tests never reach them.
     images: {} as ImageService,
     pods: {} as PodRuntime,

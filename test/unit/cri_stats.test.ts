@@ -54,6 +54,7 @@ async function bed(): Promise<Bed> {
   const reopened: Bed['reopened'] = [];
   const monitor: ContainerMonitor = {
     create: () => Promise.reject(new Error('not in these tests')),
+    resizeTerminal: () => Promise.reject(new Error('not in these tests')),
     reopenLog: async (bundle, logPath) => {
       reopened.push({ bundle, logPath });
     },

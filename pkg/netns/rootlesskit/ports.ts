@@ -33,7 +33,8 @@ export class RootlesskitPorts implements PortManager {
   async list(): Promise<PortForward[]> {
     const res = await this.call('GET', '/v1/ports');
     if (res.status !== 200) throw unavailable(`rootlesskit port list failed: HTTP ${res.status}`);
-    return (JSON.parse(res.body) as ApiPort[]).map((x) => ({
+    // No forwards at all is JSON null.
+    return ((JSON.parse(res.body) as ApiPort[] | null) ?? []).map((x) => ({
       id: x.id,
       protocol: x.spec.proto as PortForward['protocol'],
       hostIP: x.spec.parentIP,

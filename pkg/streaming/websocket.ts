@@ -1,0 +1,62 @@
+import { PassThrough, Writable } from 'node:stream';
+
+import type { WebSocket } from 'ws';
+
+import { parseResize, ResizeChannel, statusMessage, type Outcome, type RemoteCommandSession, type RemoteCommandVersion, type StreamOptions } from './remotecommand.js';
+
+// The remote command protocol over a WebSocket (Kubernetes' channel
+// protocols): every binary message starts with its channel — 0 stdin,
+// 1 stdout, 2 stderr, 3 error, 4 resize; from v5, a message on channel 255
+// carrying a channel number closes that channel (the client ending stdin).
+// The session ends with the status on channel 3 and a normal close (1000).
+
+const STDIN = 0;
+const STDOUT = 1;
+const STDERR = 2;
+const ERROR = 3;
+const RESIZE = 4;
+const CLOSE = 255;
+
+/** A Writable that sends what is written as messages on `channel`; ws' own buffer applies the backpressure. */
+export function channelWriter(ws: WebSocket, channel: number): Writable {
+  return new Writable({
+    write(chunk: Buffer, _enc, done) {
+      if (ws.readyState !== ws.OPEN) return done();
+      ws.send(Buffer.concat([Buffer.from([channel]), chunk]), { binary: true }, (err) => done(err ?? null));
+    },
+  });
+}
+
+export function websocketSession(ws: WebSocket, version: RemoteCommandVersion, o: StreamOptions): RemoteCommandSession {
+  const stdin = o.stdin ? new PassThrough() : undefined;
+  const resize = new ResizeChannel();
+  const gone = new Promise<void>((resolve) => {
+    ws.once('close', () => resolve());
+    ws.once('error', () => resolve());
+  });
+  ws.on('message', (data: Buffer, isBinary: boolean) => {
+    if (!isBinary || data.length === 0) return;
+    const channel = data[0];
+    const body = data.subarray(1);
+    if (channel === STDIN) stdin?.write(body);
+    else if (channel === RESIZE) {
+      const size = parseResize(body);
+      if (size) resize.push(size);
+    } else if (channel === CLOSE && version === 'v5.channel.k8s.io' && body[0] === STDIN) stdin?.end();
+  });
+  void gone.then(() => stdin?.end());
+  return {
+    version,
+    ...(stdin ? { stdin } : {}),
+    ...(o.stdout ? { stdout: channelWriter(ws, STDOUT) } : {}),
+    ...(o.stderr && !o.tty ? { stderr: channelWriter(ws, STDERR) } : {}),
+    resize,
+    gone,
+    async finish(outcome: Outcome): Promise<void> {
+      if (ws.readyState !== ws.OPEN) return;
+      const status = statusMessage(version, outcome);
+      if (status) await new Promise<void>((r) => ws.send(Buffer.concat([Buffer.from([ERROR]), status]), { binary: true }, () => r()));
+      ws.close(1000);
+    },
+  };
+}
