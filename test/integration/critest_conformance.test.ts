@@ -53,9 +53,10 @@ describe('critest conformance (the specs usernode passes)', () => {
     await node?.destroy();
   });
 
-  it(`runs all of critest: the ${listed.length} listed specs pass, every other outcome has its reason`, async (t) => {
+  /** critest inside the node namespace; resolves with its It specs from the JSON report. */
+  const critest = async (name: string, extra: string[]): Promise<Report['SpecReports']> => {
     const endpoint = `unix://${node.socket}`;
-    const report = join(node.dir, 'critest-report.json');
+    const report = join(node.dir, `critest-${name}.json`);
     await exec(
       process.execPath,
       [
@@ -68,10 +69,15 @@ describe('critest conformance (the specs usernode passes)', () => {
         '--test-images-file', bed.critest.testImagesFile,
         `--ginkgo.json-report=${report}`,
         '--ginkgo.no-color',
+        ...extra,
       ],
       { env: node.env, timeoutMs: 2400000 },
     );
-    const specs = (JSON.parse(readFileSync(report, 'utf8')) as Report[])[0]!.SpecReports.filter((s) => s.LeafNodeType === 'It');
+    return (JSON.parse(readFileSync(report, 'utf8')) as Report[])[0]!.SpecReports.filter((s) => s.LeafNodeType === 'It');
+  };
+
+  it(`runs all of critest: the ${listed.length} listed specs pass, every other outcome has its reason`, async (t) => {
+    const specs = await critest('all', []);
     const text = (s: (typeof specs)[number]): string => [...s.ContainerHierarchyTexts, s.LeafNodeText].join(' ');
     const ran = specs.filter((s) => s.State !== 'skipped');
     const passed = ran.filter((s) => s.State === 'passed');
@@ -93,6 +99,17 @@ describe('critest conformance (the specs usernode passes)', () => {
       failed.filter((s) => !known.has(text(s))).map((s) => `${text(s)}: ${firstLine(s)}`),
       [],
       'critest specs that fail with no reason recorded in test/critest/not_passing.txt',
+    );
+  });
+
+  it("passes critest's Streaming specs over WebSocket too (-websocket-exec, -websocket-attach, -websocket-portforward)", async (t) => {
+    const specs = (await critest('websocket', ['--ginkgo.focus=Streaming', '-websocket-exec', '-websocket-attach', '-websocket-portforward'])).filter((s) => s.State !== 'skipped');
+    const passed = specs.filter((s) => s.State === 'passed');
+    t.diagnostic(`critest Streaming over WebSocket: ran ${specs.length}, passed ${passed.length}`);
+    assert.ok(specs.length >= 5, `only ${specs.length} Streaming specs ran`);
+    assert.deepEqual(
+      specs.filter((s) => s.State !== 'passed').map((s) => `${[...s.ContainerHierarchyTexts, s.LeafNodeText].join(' ')}: ${s.Failure?.Message.split('\n')[0] ?? s.State}`),
+      [],
     );
   });
 });
