@@ -46,3 +46,7 @@ export type { ListContainersRequest__Output } from './generated/runtime/v1/ListC
 export type { ListContainersResponse } from './generated/runtime/v1/ListContainersResponse.js';
 export type { ExecSyncRequest__Output } from './generated/runtime/v1/ExecSyncRequest.js';
 export type { ExecSyncResponse } from './generated/runtime/v1/ExecSyncResponse.js';
+export type { GetEventsRequest__Output } from './generated/runtime/v1/GetEventsRequest.js';
+export type { ContainerEventResponse } from './generated/runtime/v1/ContainerEventResponse.js';
+export type { ContainerStatus } from './generated/runtime/v1/ContainerStatus.js';
+export type { PodSandboxStatus } from './generated/runtime/v1/PodSandboxStatus.js';

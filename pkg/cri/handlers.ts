@@ -1,5 +1,6 @@
 import { importImage } from './admin_image_import.js';
 import { createContainer } from './container_create.js';
+import { getContainerEvents } from './container_events.js';
 import { execSync } from './container_exec_sync.js';
 import { listContainers } from './container_list.js';
 import { removeContainer } from './container_remove.js';
@@ -11,7 +12,7 @@ import { listImages } from './image_list.js';
 import { pullImage } from './image_pull.js';
 import { removeImage } from './image_remove.js';
 import { imageStatus } from './image_status.js';
-import type { UnaryHandler } from './instrumented.js';
+import type { StreamingHandler, UnaryHandler } from './instrumented.js';
 import { runtimeConfig } from './runtime_config.js';
 import { listPodSandbox } from './sandbox_list.js';
 import { removePodSandbox } from './sandbox_remove.js';
@@ -40,6 +41,11 @@ export const runtimeServiceHandlers: Readonly<Record<string, UnaryHandler>> = {
   ContainerStatus: containerStatus,
   ListContainers: listContainers,
   ExecSync: execSync,
+};
+
+/** The server-streaming RPCs of RuntimeService that are built. */
+export const runtimeServiceStreamingHandlers: Readonly<Record<string, StreamingHandler>> = {
+  GetContainerEvents: getContainerEvents,
 };
 
 export const imageServiceHandlers: Readonly<Record<string, UnaryHandler>> = {
