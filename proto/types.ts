@@ -50,3 +50,8 @@ export type { GetEventsRequest__Output } from './generated/runtime/v1/GetEventsR
 export type { ContainerEventResponse } from './generated/runtime/v1/ContainerEventResponse.js';
 export type { ContainerStatus } from './generated/runtime/v1/ContainerStatus.js';
 export type { PodSandboxStatus } from './generated/runtime/v1/PodSandboxStatus.js';
+export type { LinuxContainerResources, LinuxContainerResources__Output } from './generated/runtime/v1/LinuxContainerResources.js';
+export type { UpdateContainerResourcesRequest__Output } from './generated/runtime/v1/UpdateContainerResourcesRequest.js';
+export type { UpdateContainerResourcesResponse } from './generated/runtime/v1/UpdateContainerResourcesResponse.js';
+export type { UpdatePodSandboxResourcesRequest__Output } from './generated/runtime/v1/UpdatePodSandboxResourcesRequest.js';
+export type { UpdatePodSandboxResourcesResponse } from './generated/runtime/v1/UpdatePodSandboxResourcesResponse.js';

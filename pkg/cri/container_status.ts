@@ -1,18 +1,21 @@
 import type { ContainerStatus, ContainerStatusRequest__Output, ContainerStatusResponse } from '../../proto/types.js';
 import { invalidArgument } from '../errdefs/errors.js';
 import type { ContainerRecord } from '../sandbox/container_store.js';
+import { currentResources, resourcesNotEnforced } from './container_update_resources.js';
 import { refresh } from './containers.js';
 import type { CriContext } from './context.js';
 
 const propagations = new Set(['PROPAGATION_PRIVATE', 'PROPAGATION_HOST_TO_CONTAINER', 'PROPAGATION_BIDIRECTIONAL']);
 
-// ContainerStatus: state from conmon's exit file, times, exit code and reason, image, log path, mounts.
+// ContainerStatus: state from conmon's exit file, times, exit code and reason, image, log path, mounts, resources.
 export async function containerStatus(req: ContainerStatusRequest__Output, ctx: CriContext): Promise<ContainerStatusResponse> {
   if (req.containerId === '') throw invalidArgument('container_id is required', { field: 'container_id' });
   const r = await refresh(ctx.containers.store.get(req.containerId), ctx.containers);
+  const why = resourcesNotEnforced(r, ctx.containers);
+  const notEnforced = why ? { resourcesNotEnforced: why } : {};
   return {
     status: containerStatusOf(r),
-    info: req.verbose ? { info: JSON.stringify({ pid: r.pid, bundle: r.bundle, rootfs: r.rootfs, sandboxId: r.sandboxId }) } : {},
+    info: req.verbose ? { info: JSON.stringify({ pid: r.pid, bundle: r.bundle, rootfs: r.rootfs, sandboxId: r.sandboxId, ...notEnforced }) } : {},
   };
 }
 
@@ -40,5 +43,6 @@ export function containerStatusOf(r: ContainerRecord): ContainerStatus {
       propagation: (propagations.has(m.propagation) ? m.propagation : 'PROPAGATION_PRIVATE') as 'PROPAGATION_PRIVATE',
     })),
     logPath: r.logPath,
+    resources: { linux: currentResources(r) },
   };
 }

@@ -7,6 +7,7 @@ import { removeContainer } from './container_remove.js';
 import { startContainer } from './container_start.js';
 import { containerStatus } from './container_status.js';
 import { stopContainer } from './container_stop.js';
+import { updateContainerResources } from './container_update_resources.js';
 import { imageFsInfo } from './image_fs_info.js';
 import { listImages } from './image_list.js';
 import { pullImage } from './image_pull.js';
@@ -19,6 +20,7 @@ import { removePodSandbox } from './sandbox_remove.js';
 import { runPodSandbox } from './sandbox_run.js';
 import { podSandboxStatus } from './sandbox_status.js';
 import { stopPodSandbox } from './sandbox_stop.js';
+import { updatePodSandboxResources } from './sandbox_update_resources.js';
 import { status } from './status.js';
 import { version } from './version.js';
 
@@ -34,6 +36,7 @@ export const runtimeServiceHandlers: Readonly<Record<string, UnaryHandler>> = {
   RemovePodSandbox: removePodSandbox,
   PodSandboxStatus: podSandboxStatus,
   ListPodSandbox: listPodSandbox,
+  UpdatePodSandboxResources: updatePodSandboxResources,
   CreateContainer: createContainer,
   StartContainer: startContainer,
   StopContainer: stopContainer,
@@ -41,6 +44,7 @@ export const runtimeServiceHandlers: Readonly<Record<string, UnaryHandler>> = {
   ContainerStatus: containerStatus,
   ListContainers: listContainers,
   ExecSync: execSync,
+  UpdateContainerResources: updateContainerResources,
 };
 
 /** The server-streaming RPCs of RuntimeService that are built. */

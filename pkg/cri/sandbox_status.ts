@@ -8,9 +8,10 @@ import type { CriContext } from './context.js';
 export async function podSandboxStatus(req: PodSandboxStatusRequest__Output, ctx: CriContext): Promise<PodSandboxStatusResponse> {
   if (req.podSandboxId === '') throw invalidArgument('pod_sandbox_id is required', { field: 'pod_sandbox_id' });
   const r = ctx.pods.store.get(req.podSandboxId);
+  const resources = r.resources ? { resources: r.resources } : {};
   return {
     status: sandboxStatusOf(r),
-    info: req.verbose ? { info: JSON.stringify({ namespaces: r.namespaces, hostname: r.hostname, files: r.files, cniResult: r.network?.cniResult ?? null, portMappings: r.portMappings }) } : {},
+    info: req.verbose ? { info: JSON.stringify({ namespaces: r.namespaces, hostname: r.hostname, files: r.files, cniResult: r.network?.cniResult ?? null, portMappings: r.portMappings, ...resources }) } : {},
     containersStatuses: [],
     timestamp: String(BigInt(Date.now()) * 1000000n),
   };

@@ -45,6 +45,13 @@ export interface ContainerRecord {
   stopSignal: string;
   terminationMessagePath: string;
   config: unknown;
+  /**
+   * The resources the container has now: its config's, then each
+   * UpdateContainerResources merged in (CRI form). Absent: the config's.
+   */
+  resources?: unknown;
+  /** Why the resources above are not enforced; absent or empty when they are. */
+  resourcesNotEnforced?: string;
 }
 
 export class ContainerStore {

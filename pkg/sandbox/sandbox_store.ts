@@ -40,6 +40,8 @@ export interface SandboxRecord {
   portMappings: Array<{ hostPort: number; containerPort: number; protocol: 'tcp' | 'udp' | 'sctp'; hostIP?: string }>;
   /** The CRI config as given, for the containers of this pod. */
   config: unknown;
+  /** The last UpdatePodSandboxResources (CRI form), recorded, not enforced. */
+  resources?: { overhead?: unknown; resources?: unknown; notEnforced: string };
 }
 
 export function nameKey(m: SandboxMetadata): string {

@@ -232,9 +232,9 @@ describe('CriServer answers the built RPCs', () => {
 describe('CriServer errors', () => {
   test('an unbuilt RPC is UNIMPLEMENTED and names the RPC', async () => {
     const { clients } = await startServer();
-    const run = await callError((cb) => clients.runtime.UpdateContainerResources({}, deadline(), cb));
+    const run = await callError((cb) => clients.runtime.CheckpointContainer({}, deadline(), cb));
     assert.equal(run.code, grpc.status.UNIMPLEMENTED);
-    assert.match(run.details, /RuntimeService\.UpdateContainerResources/);
+    assert.match(run.details, /RuntimeService\.CheckpointContainer/);
     const list = await callError((cb) => clients.runtime.ContainerStats({}, deadline(), cb));
     assert.equal(list.code, grpc.status.UNIMPLEMENTED);
     assert.match(list.details, /RuntimeService\.ContainerStats/);
