@@ -1,7 +1,7 @@
+import type { ContainerEventResponse } from '../../proto/types.js';
 import type { ImageService } from '../image/image_service.js';
 import type { Snapshotter } from '../image/layer_store.js';
 import type { Logger } from '../log/logger.js';
-import type { ContainerEvent } from './container_events.js';
 import type { ContainerRuntime } from './containers.js';
 import type { EventBus } from './event_bus.js';
 import type { PodRuntime } from './pods.js';
@@ -36,7 +36,7 @@ export interface CriContext {
   pods: PodRuntime;
   containers: ContainerRuntime;
   /** Container and pod lifecycle events, for GetContainerEvents (container_events.ts publishes them). */
-  events: EventBus<ContainerEvent>;
+  events: EventBus<ContainerEventResponse>;
   snapshotter: Snapshotter;
   /** Where images and container snapshots live (ImageFsInfo). */
   dirs: { images: string; snapshots: string };
