@@ -43,6 +43,8 @@ export async function getContainerEvents(_req: GetEventsRequest__Output, ctx: Cr
 /** Publishes the events of every record change on ctx.events; returns the function that stops it. */
 export function publishLifecycleEvents(ctx: CriContext): () => void {
   const publish = (containerId: string, sandboxId: string, type: EventType, sandbox?: SandboxRecord): void => {
+    // Nobody listening (no kubelet with evented PLEG): the statuses are not built at all.
+    if (ctx.events.size === 0) return;
     try {
       const pod = sandbox ?? ctx.pods.store.find(sandboxId);
       ctx.events.publish({

@@ -89,8 +89,9 @@ export function instrumentStreaming(
       try {
         admit(service, method, call.request, handler, ctx);
         await handler!(call.request as never, ctx, stream);
+        if (op.signal.aborted) return op.finish(grpc.status.CANCELLED);
         op.finish(0);
-        if (!op.signal.aborted) call.end();
+        call.end();
       } catch (e: unknown) {
         // A cancelled call has nobody to tell; its end is logged as CANCELLED.
         if (op.signal.aborted) return op.finish(grpc.status.CANCELLED);
