@@ -44,6 +44,11 @@ export class ExitWatcher {
     } catch (e: unknown) {
       log.warn('cannot watch the exit folder; exits are found by the rescan', { dir: c.exitDir, error: (e as Error).message });
     }
+    // A process that exits at once may leave its exit file before StartContainer records RUNNING,
+    // while refresh() still passes over it as never started: look again once it is RUNNING.
+    const off = c.store.onChange((prev, next) => {
+      if (next?.state === 'CONTAINER_RUNNING' && prev?.state !== 'CONTAINER_RUNNING') void this.check(next.id);
+    });
     await this.rescan();
     this.markReady();
     const rescanMs = this.opts.rescanMs ?? 5000;
@@ -51,6 +56,7 @@ export class ExitWatcher {
       await sleep(rescanMs, undefined, { signal }).catch(() => {});
       if (!signal.aborted) await this.rescan();
     }
+    off();
     watcher?.close();
     this.markDone();
   }

@@ -222,6 +222,22 @@ describe('lifecycle events from the record stores', () => {
     assert.equal(events.filter((e) => e.containerEventType === 'CONTAINER_STOPPED_EVENT').length, 1, 'one exit, one event');
   });
 
+  test('a process that exits before StartContainer records RUNNING is still STOPPED at once', async () => {
+    const { ctx, events, exitDir, containers } = await bed();
+    await ctx.pods.store.add(sandbox());
+    await ctx.containers.store.add(container());
+    await watching(containers, 600000, async () => {
+      // runc start returned and the process is already gone: conmon's exit file comes before the RUNNING record.
+      await writeFile(join(exitDir, ctrId), '0');
+      await new Promise((r) => setTimeout(r, 200));
+      assert.equal(ctx.containers.store.get(ctrId).state, 'CONTAINER_CREATED');
+      await ctx.containers.store.update({ ...container(), state: 'CONTAINER_RUNNING', startedAt: '3' });
+      await eventually('the exit to be recorded', async () => (ctx.containers.store.get(ctrId).state === 'CONTAINER_EXITED' ? true : undefined), 20000);
+    });
+    await eventually('the STOPPED event', async () => events.find((e) => e.containerEventType === 'CONTAINER_STOPPED_EVENT'), 10000);
+    assert.deepEqual(summary(events).slice(-3), ['ctr CONTAINER_CREATED_EVENT', 'ctr CONTAINER_STARTED_EVENT', 'ctr CONTAINER_STOPPED_EVENT']);
+  });
+
   test('exits the watch missed are found by the rescan, and by the first scan at start', async () => {
     const { ctx, events, exitDir, containers } = await bed();
     await ctx.pods.store.add(sandbox());
