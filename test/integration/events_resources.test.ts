@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -9,7 +8,7 @@ import type * as grpc from '@grpc/grpc-js';
 
 import { criClients, type CriClients } from '../../proto/client.js';
 import type { ContainerEventResponse__Output } from '../../proto/generated/runtime/v1/ContainerEventResponse.js';
-import { type AgentProcess, eventually, requiredEnv, requiredTool, TestNode } from '../lib/agent.js';
+import { type AgentProcess, eventually, nodeWithBusybox, requiredTool, type TestNode } from '../lib/agent.js';
 
 // GetContainerEvents and UpdateContainerResources end to end: the real agent
 // as this user, a real pod and a busybox container under conmon and runc.
@@ -51,13 +50,7 @@ describe('usernode container events and resource updates', () => {
     eventually(`${type} of ${id.slice(0, 12)}`, async () => events.find((e) => e.containerId === id && e.containerEventType === type), 60000);
 
   before(async () => {
-    const bed = JSON.parse(readFileSync(requiredEnv('USERNODE_TEST_IMAGES'), 'utf8')) as { registry: string };
-    busybox = `${bed.registry}/usernode/busybox:latest`;
-    node = await TestNode.create();
-    await node.writeConfig(`registries:\n  "${bed.registry}": { plainHttp: true }\n`);
-    agent = node.start();
-    await agent.ready();
-    await crictlOk(['pull', busybox]);
+    ({ node, agent, busybox } = await nodeWithBusybox());
     clients = criClients(node.socket);
     stream = clients.runtime.GetContainerEvents({});
     stream.on('data', (e: ContainerEventResponse__Output) => events.push(e));
