@@ -53,7 +53,7 @@ export class ExitWatcher {
     this.markReady();
     const rescanMs = this.opts.rescanMs ?? 5000;
     while (!signal.aborted) {
-      await sleep(rescanMs, undefined, { signal }).catch(() => {});
+      await sleep(rescanMs, undefined, { signal, ref: false }).catch(() => {});
       if (!signal.aborted) await this.rescan();
     }
     off();
