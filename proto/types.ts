@@ -72,3 +72,12 @@ export type { PortForwardRequest__Output } from './generated/runtime/v1/PortForw
 export type { PortForwardResponse } from './generated/runtime/v1/PortForwardResponse.js';
 export type { AttachRequest__Output } from './generated/runtime/v1/AttachRequest.js';
 export type { AttachResponse } from './generated/runtime/v1/AttachResponse.js';
+export type { GetEventsRequest__Output } from './generated/runtime/v1/GetEventsRequest.js';
+export type { ContainerEventResponse } from './generated/runtime/v1/ContainerEventResponse.js';
+export type { ContainerStatus } from './generated/runtime/v1/ContainerStatus.js';
+export type { PodSandboxStatus } from './generated/runtime/v1/PodSandboxStatus.js';
+export type { LinuxContainerResources, LinuxContainerResources__Output } from './generated/runtime/v1/LinuxContainerResources.js';
+export type { UpdateContainerResourcesRequest__Output } from './generated/runtime/v1/UpdateContainerResourcesRequest.js';
+export type { UpdateContainerResourcesResponse } from './generated/runtime/v1/UpdateContainerResourcesResponse.js';
+export type { UpdatePodSandboxResourcesRequest__Output } from './generated/runtime/v1/UpdatePodSandboxResourcesRequest.js';
+export type { UpdatePodSandboxResourcesResponse } from './generated/runtime/v1/UpdatePodSandboxResourcesResponse.js';

@@ -16,6 +16,9 @@ import { ConmonMonitor } from '../../pkg/sandbox/conmon.js';
 import { RuncRuntime } from '../../pkg/sandbox/runc.js';
 import { ContainerRootfs } from '../../pkg/image/container_rootfs.js';
 import type { ContainerRuntime } from '../../pkg/cri/containers.js';
+import { type ContainerEvent, publishLifecycleEvents } from '../../pkg/cri/container_events.js';
+import { EventBus } from '../../pkg/cri/event_bus.js';
+import { ExitWatcher } from '../../pkg/cri/exit_watcher.js';
 import { ContentStore } from '../../pkg/image/content_store.js';
 import { ImageService } from '../../pkg/image/image_service.js';
 import { ImageStore } from '../../pkg/image/image_store.js';
@@ -177,6 +180,7 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
     images,
     pods,
     containers,
+    events: new EventBus<ContainerEvent>(),
     snapshotter: snap.snapshotter,
     streaming,
     ready: () => serving,
@@ -227,6 +231,11 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
   const server = new CriServer({ socketPath: c.criSocket, ctx, uid: process.getuid?.() ?? 0, observe: (...a) => cri.observe(...a) });
   // The node half serves these along with its own (pkg/metrics/server.ts).
   const metrics = await serveMetrics({ socket: p.runtimeMetricsSocket }, registry);
+  publishLifecycleEvents(ctx);
+  const stopping = new AbortController();
+  const exits = new ExitWatcher({ containers, log: log.child('exits') });
+  void exits.run(stopping.signal);
+  await exits.ready;
   await server.start();
   serving = true;
   await new Promise<void>((resolve) => {
@@ -234,6 +243,10 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
   });
   serving = false;
   log.info('runtime half stopping');
+  // Event streams end (UNAVAILABLE, as containerd's) instead of holding the shutdown up.
+  ctx.events.close();
+  stopping.abort();
+  await exits.done;
   await server.stop();
   await streaming.close();
   await pods.ports.remove(streamingForward).catch(() => undefined);

@@ -35,8 +35,8 @@ export async function stopRecord(r0: ContainerRecord, timeoutSeconds: number, c:
   r = await refresh(r, c);
   if (r.state !== 'CONTAINER_EXITED') {
     // Created-but-never-started containers exit without an exit file from conmon on some versions.
-    r = { ...r, state: 'CONTAINER_EXITED', exitCode: 137, reason: 'Error', finishedAt: String(BigInt(Date.now()) * 1000000n) };
-    await c.store.update(r);
+    const finishedAt = String(BigInt(Date.now()) * 1000000n);
+    r = (await c.store.modify(r.id, (cur) => (cur.state === 'CONTAINER_EXITED' ? cur : { ...cur, state: 'CONTAINER_EXITED', exitCode: 137, reason: 'Error', finishedAt }))) ?? r;
   }
   return r;
 }

@@ -40,24 +40,32 @@ export async function refresh(r: ContainerRecord, c: ContainerRuntime): Promise<
   if (r.state === 'CONTAINER_EXITED') return r;
   if (r.state === 'CONTAINER_CREATED' && r.startedAt === '0') return r;
   const file = join(c.exitDir, r.id);
-  let code: number;
+  let text: string;
   let when: Date;
   try {
-    code = Number((await readFile(file, 'utf8')).trim());
+    text = (await readFile(file, 'utf8')).trim();
     when = (await stat(file)).mtime;
   } catch {
     return r;
   }
-  const exited: ContainerRecord = {
-    ...r,
-    state: 'CONTAINER_EXITED',
-    exitCode: Number.isFinite(code) ? code : -1,
-    finishedAt: String(BigInt(when.getTime()) * 1000000n),
-    reason: code === 0 ? 'Completed' : 'Error',
-    message: await terminationMessage(r),
-  };
-  await c.store.update(exited);
-  return exited;
+  // An empty file is one still being written: Number('') would be a false exit code 0.
+  if (text === '') return r;
+  const code = Number(text);
+  const message = await terminationMessage(r);
+  // Applied to the record as it is by then (a resources update may have come in meanwhile).
+  const exited = await c.store.modify(r.id, (cur) =>
+    cur.state === 'CONTAINER_EXITED'
+      ? cur
+      : {
+          ...cur,
+          state: 'CONTAINER_EXITED',
+          exitCode: Number.isFinite(code) ? code : -1,
+          finishedAt: String(BigInt(when.getTime()) * 1000000n),
+          reason: code === 0 ? 'Completed' : 'Error',
+          message,
+        },
+  );
+  return exited ?? r;
 }
 
 async function terminationMessage(r: ContainerRecord): Promise<string> {

@@ -1,8 +1,10 @@
+import type { ContainerEventResponse } from '../../proto/types.js';
 import type { ImageService } from '../image/image_service.js';
 import type { Snapshotter } from '../image/layer_store.js';
 import type { Logger } from '../log/logger.js';
 import type { StreamingServer } from '../streaming/server.js';
 import type { ContainerRuntime } from './containers.js';
+import type { EventBus } from './event_bus.js';
 import type { PodRuntime } from './pods.js';
 
 // What the CRI handlers may use. cmd/agent builds it from the real stores and
@@ -34,6 +36,8 @@ export interface CriContext {
   images: ImageService;
   pods: PodRuntime;
   containers: ContainerRuntime;
+  /** Container and pod lifecycle events, for GetContainerEvents (container_events.ts publishes them). */
+  events: EventBus<ContainerEventResponse>;
   snapshotter: Snapshotter;
   /** Where images and container snapshots live (ImageFsInfo). */
   dirs: { images: string; snapshots: string };

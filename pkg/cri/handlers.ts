@@ -2,6 +2,7 @@ import { importImage } from './admin_image_import.js';
 import { createContainer } from './container_create.js';
 import { attach } from './container_attach.js';
 import { exec } from './container_exec.js';
+import { getContainerEvents } from './container_events.js';
 import { execSync } from './container_exec_sync.js';
 import { listContainers } from './container_list.js';
 import { reopenContainerLog } from './container_log_reopen.js';
@@ -11,12 +12,13 @@ import { containerStats } from './container_stats.js';
 import { listContainerStats } from './container_stats_list.js';
 import { containerStatus } from './container_status.js';
 import { stopContainer } from './container_stop.js';
+import { updateContainerResources } from './container_update_resources.js';
 import { imageFsInfo } from './image_fs_info.js';
 import { listImages } from './image_list.js';
 import { pullImage } from './image_pull.js';
 import { removeImage } from './image_remove.js';
 import { imageStatus } from './image_status.js';
-import type { UnaryHandler } from './instrumented.js';
+import type { StreamingHandler, UnaryHandler } from './instrumented.js';
 import { listMetricDescriptors } from './metric_descriptors_list.js';
 import { runtimeConfig } from './runtime_config.js';
 import { listPodSandbox } from './sandbox_list.js';
@@ -28,6 +30,7 @@ import { podSandboxStats } from './sandbox_stats.js';
 import { listPodSandboxStats } from './sandbox_stats_list.js';
 import { podSandboxStatus } from './sandbox_status.js';
 import { stopPodSandbox } from './sandbox_stop.js';
+import { updatePodSandboxResources } from './sandbox_update_resources.js';
 import { status } from './status.js';
 import { version } from './version.js';
 
@@ -43,6 +46,7 @@ export const runtimeServiceHandlers: Readonly<Record<string, UnaryHandler>> = {
   RemovePodSandbox: removePodSandbox,
   PodSandboxStatus: podSandboxStatus,
   ListPodSandbox: listPodSandbox,
+  UpdatePodSandboxResources: updatePodSandboxResources,
   CreateContainer: createContainer,
   StartContainer: startContainer,
   StopContainer: stopContainer,
@@ -60,6 +64,12 @@ export const runtimeServiceHandlers: Readonly<Record<string, UnaryHandler>> = {
   ReopenContainerLog: reopenContainerLog,
   ListMetricDescriptors: listMetricDescriptors,
   ListPodSandboxMetrics: listPodSandboxMetrics,
+  UpdateContainerResources: updateContainerResources,
+};
+
+/** The server-streaming RPCs of RuntimeService that are built. */
+export const runtimeServiceStreamingHandlers: Readonly<Record<string, StreamingHandler>> = {
+  GetContainerEvents: getContainerEvents,
 };
 
 export const imageServiceHandlers: Readonly<Record<string, UnaryHandler>> = {

@@ -23,6 +23,17 @@ export type OperationObserver = (service: string, method: string, grpcCode: numb
 /** RPCs answered while the runtime half is not ready, so clients can see why. */
 const alwaysServed = new Set(['Version', 'Status']);
 
+/** The sending side of a server-streaming RPC. */
+export interface ServerStream {
+  /** Aborts when the client cancels the call or its deadline passes. */
+  readonly signal: AbortSignal;
+  /** Resolves once grpc-js takes the message without buffering past its limit (waits for 'drain'); rejects once the call is cancelled. */
+  send(message: unknown): Promise<void>;
+}
+
+/** Sends messages until it resolves (the stream ends OK) or throws (the stream ends with that error). */
+export type StreamingHandler = (req: never, ctx: CriContext, stream: ServerStream) => Promise<void>;
+
 export function instrumentUnary(
   service: string,
   method: string,
@@ -31,47 +42,88 @@ export function instrumentUnary(
   observe: OperationObserver,
 ): grpc.handleUnaryCall<unknown, unknown> {
   return (call, callback) => {
-    const start = process.hrtime.bigint();
-    const cancelled = new AbortController();
-    call.once('cancelled', () => cancelled.abort(new Error(`${method} cancelled by the client`)));
-    ctx.log.debug('cri call', { rpc: method });
+    const op = begin(service, method, call, ctx, observe);
     void (async () => {
       try {
-        const req = call.request;
-        if (req instanceof MalformedRequest) throw invalidArgument(`malformed ${method}Request: ${req.reason}`, { field: 'request' });
-        if (!handler) throw unimplemented(`${service}.${method} is not implemented by usernode yet`);
-        if (!alwaysServed.has(method) && !ctx.ready()) throw unavailable('the usernode runtime is not ready yet');
-        const res = await handler(req as never, ctx, cancelled.signal);
-        finish(0);
+        admit(service, method, call.request, handler, ctx);
+        const res = await handler!(call.request as never, ctx, op.signal);
+        op.finish(0);
         callback(null, res);
       } catch (e: unknown) {
         const w = toWire(e);
-        finish(w.grpcCode, w.message);
+        op.finish(w.grpcCode, w.message);
         callback({ code: w.grpcCode, details: w.message, metadata: new grpc.Metadata() }, null);
       }
     })();
-
-    function finish(code: number, error?: string): void {
-      const seconds = Number(process.hrtime.bigint() - start) / 1e9;
-      observe(service, method, code, seconds);
-      const fields = { rpc: method, code: grpc.status[code] ?? String(code), ms: Math.round(seconds * 1e4) / 10, error };
-      if (code === 0 || code === grpc.status.UNIMPLEMENTED || code === grpc.status.NOT_FOUND) ctx.log.debug('cri done', fields);
-      else ctx.log.warn('cri failed', fields);
-    }
   };
 }
 
-/** Server-streaming RPCs are not built yet; they end at once with UNIMPLEMENTED naming the RPC. */
+/** Server-streaming RPCs: the same checks, log lines and observer; built ones from the streaming registry, the rest UNIMPLEMENTED. */
 export function instrumentStreaming(
   service: string,
   method: string,
+  handler: StreamingHandler | undefined,
   ctx: CriContext,
   observe: OperationObserver,
 ): grpc.handleServerStreamingCall<unknown, unknown> {
   return (call) => {
-    const w = toWire(unimplemented(`${service}.${method} is not implemented by usernode yet`));
-    observe(service, method, w.grpcCode, 0);
-    ctx.log.debug('cri done', { rpc: method, code: 'UNIMPLEMENTED' });
-    call.emit('error', { code: w.grpcCode, details: w.message });
+    const op = begin(service, method, call, ctx, observe);
+    const stream: ServerStream = {
+      signal: op.signal,
+      send: (message) =>
+        new Promise<void>((resolve, reject) => {
+          if (op.signal.aborted) return reject(op.signal.reason);
+          if (call.write(message)) return resolve();
+          const done = (e?: unknown): void => {
+            call.off('drain', done);
+            op.signal.removeEventListener('abort', cancelled);
+            if (e === undefined) resolve();
+            else reject(e);
+          };
+          const cancelled = (): void => done(op.signal.reason);
+          call.on('drain', done);
+          op.signal.addEventListener('abort', cancelled, { once: true });
+        }),
+    };
+    void (async () => {
+      try {
+        admit(service, method, call.request, handler, ctx);
+        await handler!(call.request as never, ctx, stream);
+        if (op.signal.aborted) return op.finish(grpc.status.CANCELLED);
+        op.finish(0);
+        call.end();
+      } catch (e: unknown) {
+        // A cancelled call has nobody to tell; its end is logged as CANCELLED.
+        if (op.signal.aborted) return op.finish(grpc.status.CANCELLED);
+        const w = toWire(e);
+        op.finish(w.grpcCode, w.message);
+        call.emit('error', { code: w.grpcCode, details: w.message, metadata: new grpc.Metadata() });
+      }
+    })();
+  };
+}
+
+/** Throws what the call must be answered with before its handler runs. */
+function admit(service: string, method: string, req: unknown, handler: unknown, ctx: CriContext): void {
+  if (req instanceof MalformedRequest) throw invalidArgument(`malformed ${method}Request: ${req.reason}`, { field: 'request' });
+  if (!handler) throw unimplemented(`${service}.${method} is not implemented by usernode yet`);
+  if (!alwaysServed.has(method) && !ctx.ready()) throw unavailable('the usernode runtime is not ready yet');
+}
+
+/** Cancellation, the entry log line, and `finish`: the exit log line and the observer. */
+function begin(service: string, method: string, call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>, ctx: CriContext, observe: OperationObserver): { signal: AbortSignal; finish(code: number, error?: string): void } {
+  const start = process.hrtime.bigint();
+  const cancelled = new AbortController();
+  call.once('cancelled', () => cancelled.abort(new Error(`${method} cancelled by the client`)));
+  ctx.log.debug('cri call', { rpc: method });
+  return {
+    signal: cancelled.signal,
+    finish(code, error) {
+      const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+      observe(service, method, code, seconds);
+      const fields = { rpc: method, code: grpc.status[code] ?? String(code), ms: Math.round(seconds * 1e4) / 10, error };
+      if (code === 0 || code === grpc.status.UNIMPLEMENTED || code === grpc.status.NOT_FOUND || code === grpc.status.CANCELLED) ctx.log.debug('cri done', fields);
+      else ctx.log.warn('cri failed', fields);
+    },
   };
 }

@@ -7,8 +7,8 @@ import * as grpc from '@grpc/grpc-js';
 import { loadAdmin, loadCri } from '../../proto/cri.js';
 import { alreadyExists, failedPrecondition, messageOf } from '../errdefs/errors.js';
 import type { CriContext } from './context.js';
-import { imageAdminHandlers, imageServiceHandlers, runtimeServiceHandlers } from './handlers.js';
-import { instrumentStreaming, instrumentUnary, MalformedRequest, type OperationObserver, type UnaryHandler } from './instrumented.js';
+import { imageAdminHandlers, imageServiceHandlers, runtimeServiceHandlers, runtimeServiceStreamingHandlers } from './handlers.js';
+import { instrumentStreaming, instrumentUnary, MalformedRequest, type OperationObserver, type StreamingHandler, type UnaryHandler } from './instrumented.js';
 
 // The CRI v1 gRPC server on a unix socket: runtime.v1.RuntimeService and
 // runtime.v1.ImageService, every RPC of both registered (built ones from
@@ -37,7 +37,7 @@ export class CriServer {
     const cri = loadCri();
     server.addService(
       tolerant(cri.runtime.v1.RuntimeService.service),
-      implement('RuntimeService', cri.runtime.v1.RuntimeService.service, runtimeServiceHandlers, ctx, observe),
+      implement('RuntimeService', cri.runtime.v1.RuntimeService.service, runtimeServiceHandlers, ctx, observe, runtimeServiceStreamingHandlers),
     );
     server.addService(
       tolerant(cri.runtime.v1.ImageService.service),
@@ -87,12 +87,13 @@ function implement(
   handlers: Readonly<Record<string, UnaryHandler>>,
   ctx: CriContext,
   observe: OperationObserver,
+  streaming: Readonly<Record<string, StreamingHandler>> = {},
 ): grpc.UntypedServiceImplementation {
   const impl: grpc.UntypedServiceImplementation = {};
   for (const [name, method] of Object.entries(def)) {
     const rpc = method.originalName ?? name;
     impl[rpc] = method.responseStream
-      ? instrumentStreaming(service, name, ctx, observe)
+      ? instrumentStreaming(service, name, streaming[name], ctx, observe)
       : instrumentUnary(service, name, handlers[name], ctx, observe);
   }
   return impl;

@@ -1,5 +1,6 @@
 import { alreadyExists, notFound } from '../errdefs/errors.js';
 import { JsonRecords } from '../store/json_records.js';
+import { type RecordChange, RecordObservers } from '../store/record_changes.js';
 
 // Container records, one JSON file each, written atomically.
 //
@@ -8,6 +9,11 @@ import { JsonRecords } from '../store/json_records.js';
 //
 // The exit is learnt from conmon's exit file, so an exit while the agent was
 // down is found on the next look.
+//
+// Writes of one record happen one at a time, in call order: the exit watcher,
+// status calls and removal may all write the same container at once, and an
+// update that comes after the removal is dropped (a late exit must not bring
+// a removed container back).
 
 export type ContainerState = 'CONTAINER_CREATED' | 'CONTAINER_RUNNING' | 'CONTAINER_EXITED' | 'CONTAINER_UNKNOWN';
 
@@ -39,11 +45,20 @@ export interface ContainerRecord {
   stopSignal: string;
   terminationMessagePath: string;
   config: unknown;
+  /**
+   * The resources the container has now: its config's, then each
+   * UpdateContainerResources merged in (CRI form). Absent: the config's.
+   */
+  resources?: unknown;
+  /** Why the resources above are not enforced; absent or empty when they are. */
+  resourcesNotEnforced?: string;
 }
 
 export class ContainerStore {
   private readonly records = new Map<string, ContainerRecord>();
   private readonly files: JsonRecords<ContainerRecord>;
+  private readonly observers = new RecordObservers<ContainerRecord>();
+  private readonly queues = new Map<string, Promise<unknown>>();
 
   constructor(dir: string) {
     this.files = new JsonRecords<ContainerRecord>(dir, (r) => r.id);
@@ -56,7 +71,12 @@ export class ContainerStore {
   async add(r: ContainerRecord): Promise<void> {
     const clash = this.list().find((o) => o.sandboxId === r.sandboxId && o.metadata.name === r.metadata.name && o.metadata.attempt === r.metadata.attempt);
     if (clash) throw alreadyExists(`container ${r.metadata.name} (attempt ${r.metadata.attempt}) already exists in pod ${r.sandboxId.slice(0, 12)} (${clash.id})`, { field: 'config.metadata' });
-    await this.write(r);
+    await this.serially(r.id, () => this.write(r));
+  }
+
+  /** Told after every add, update and delete is on disk. */
+  onChange(observer: RecordChange<ContainerRecord>): () => void {
+    return this.observers.add(observer);
   }
 
   find(id: string): ContainerRecord | undefined {
@@ -77,13 +97,33 @@ export class ContainerStore {
     return [...this.records.values()];
   }
 
+  /** A record removed meanwhile stays removed. */
   async update(r: ContainerRecord): Promise<void> {
-    await this.write(r);
+    await this.modify(r.id, () => r);
+  }
+
+  /**
+   * Read-modify-write of the record as it is when this write's turn comes;
+   * `change` returning the record unchanged writes nothing. Undefined when
+   * the record is gone.
+   */
+  modify(id: string, change: (current: ContainerRecord) => ContainerRecord): Promise<ContainerRecord | undefined> {
+    return this.serially(id, async () => {
+      const current = this.records.get(id);
+      if (!current) return undefined;
+      const next = change(current);
+      if (next !== current) await this.write(next);
+      return next;
+    });
   }
 
   async delete(id: string): Promise<void> {
-    await this.files.remove(id);
-    this.records.delete(id);
+    await this.serially(id, async () => {
+      await this.files.remove(id);
+      const prev = this.records.get(id);
+      this.records.delete(id);
+      if (prev) this.observers.notify(prev, undefined);
+    });
   }
 
   /** Chain ids some container's rootfs stands on: image gc keeps them. */
@@ -93,6 +133,19 @@ export class ContainerStore {
 
   private async write(r: ContainerRecord): Promise<void> {
     await this.files.write(r);
+    const prev = this.records.get(r.id);
     this.records.set(r.id, r);
+    this.observers.notify(prev, r);
+  }
+
+  /** Runs `op` after every earlier operation on record `id` has settled. */
+  private serially<T>(id: string, op: () => Promise<T>): Promise<T> {
+    const run = (this.queues.get(id) ?? Promise.resolve()).then(op, op);
+    const tail = run.catch(() => {});
+    this.queues.set(id, tail);
+    void tail.then(() => {
+      if (this.queues.get(id) === tail) this.queues.delete(id);
+    });
+    return run;
   }
 }

@@ -13,6 +13,8 @@ export interface OciRuntime {
   kill(id: string, signal: string, all?: boolean): Promise<void>;
   /** Idempotent: a container the runtime does not know is success. */
   delete(id: string, force: boolean): Promise<void>;
+  /** Applies OCI LinuxResources to the container's cgroup (runc update). */
+  update(id: string, resources: object): Promise<void>;
 }
 
 export interface MonitorCreate {

@@ -569,7 +569,8 @@ function asksForLimits(r: CriLinuxContainerResources): boolean {
   return n(r.cpuQuota) || n(r.cpuShares) || n(r.memoryLimitInBytes) || n(r.memorySwapLimitInBytes) || !!r.cpusetCpus || !!r.cpusetMems || (r.hugepageLimits ?? []).length > 0;
 }
 
-function ociResources(r: CriLinuxContainerResources | undefined, pidsLimit: number | undefined, notes: string[]): OciResources | undefined {
+/** CRI resources as OCI runtime-spec LinuxResources (config.json, and what `runc update` reads). */
+export function ociResources(r: CriLinuxContainerResources | undefined, pidsLimit: number | undefined, notes: string[]): OciResources | undefined {
   const out: OciResources = {};
   const num = (v: string | number | undefined, field: string): number => {
     const x = Number(v ?? 0);

@@ -40,7 +40,15 @@ export class RuncRuntime implements OciRuntime {
     if (r.code !== 0 && !/does not exist/i.test(r.stderr)) throw internal(`runc delete ${id}: ${r.stderr.trim()}`, { field: 'container_id' });
   }
 
-  private run(args: string[]) {
-    return runTool(this.runc, ['--root', this.root, ...args]);
+  async update(id: string, resources: object): Promise<void> {
+    const r = await this.run(['update', '--resources', '-', id], JSON.stringify(resources));
+    if (r.code !== 0) {
+      if (/does not exist/i.test(r.stderr)) throw notFound(`container ${id} not found by runc`, { field: 'container_id' });
+      throw internal(`runc update ${id}: ${r.stderr.trim()}`, { field: 'container_id' });
+    }
+  }
+
+  private run(args: string[], input?: string) {
+    return runTool(this.runc, ['--root', this.root, ...args], input === undefined ? {} : { input });
   }
 }

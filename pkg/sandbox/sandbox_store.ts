@@ -1,5 +1,6 @@
 import { alreadyExists, notFound } from '../errdefs/errors.js';
 import { JsonRecords } from '../store/json_records.js';
+import { type RecordChange, RecordObservers } from '../store/record_changes.js';
 
 // Pod sandbox records, one JSON file per sandbox written atomically, loaded
 // on start so an agent restart loses nothing.
@@ -44,6 +45,8 @@ export interface SandboxRecord {
   portMappings: Array<{ hostPort: number; containerPort: number; protocol: 'tcp' | 'udp' | 'sctp'; hostIP?: string }>;
   /** The CRI config as given, for the containers of this pod. */
   config: unknown;
+  /** The last UpdatePodSandboxResources (CRI form), recorded, not enforced. */
+  resources?: { overhead?: unknown; resources?: unknown; notEnforced: string };
 }
 
 export function nameKey(m: SandboxMetadata): string {
@@ -53,6 +56,7 @@ export function nameKey(m: SandboxMetadata): string {
 export class SandboxStore {
   private readonly records = new Map<string, SandboxRecord>();
   private readonly files: JsonRecords<SandboxRecord>;
+  private readonly observers = new RecordObservers<SandboxRecord>();
 
   constructor(dir: string) {
     this.files = new JsonRecords<SandboxRecord>(dir, (r) => r.id);
@@ -70,6 +74,11 @@ export class SandboxStore {
       throw alreadyExists(`a pod sandbox named ${nameKey(r.metadata)} already exists (${clash.id}); remove it first`, { field: 'config.metadata' });
     }
     await this.write(r);
+  }
+
+  /** Told after every add, update and delete is on disk. */
+  onChange(observer: RecordChange<SandboxRecord>): () => void {
+    return this.observers.add(observer);
   }
 
   get(id: string): SandboxRecord {
@@ -97,11 +106,15 @@ export class SandboxStore {
 
   async delete(id: string): Promise<void> {
     await this.files.remove(id);
+    const prev = this.records.get(id);
     this.records.delete(id);
+    if (prev) this.observers.notify(prev, undefined);
   }
 
   private async write(r: SandboxRecord): Promise<void> {
     await this.files.write(r);
+    const prev = this.records.get(r.id);
     this.records.set(r.id, r);
+    this.observers.notify(prev, r);
   }
 }

@@ -162,6 +162,19 @@ export class TestNode {
   }
 }
 
+/** A fresh node whose agent is ready, with the test registry's busybox pulled (test.sh pushes it). */
+export async function nodeWithBusybox(): Promise<{ node: TestNode; agent: AgentProcess; busybox: string }> {
+  const bed = JSON.parse(await readFile(requiredEnv('USERNODE_TEST_IMAGES'), 'utf8')) as { registry: string };
+  const busybox = `${bed.registry}/usernode/busybox:latest`;
+  const node = await TestNode.create();
+  await node.writeConfig(`registries:\n  "${bed.registry}": { plainHttp: true }\n`);
+  const agent = node.start();
+  await agent.ready();
+  const pull = await node.crictl(['pull', busybox]);
+  if (pull.code !== 0) throw new Error(`crictl pull ${busybox}: ${pull.stderr}`);
+  return { node, agent, busybox };
+}
+
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** Polls `f` until it returns a value other than undefined, or fails after `timeoutMs`. */
@@ -187,14 +200,7 @@ export async function processesOf(): Promise<Array<{ pid: number; comm: string }
  * `podConfig(node.dir)`.
  */
 export async function startBusyboxPod(podConfig: (dir: string) => Record<string, unknown>): Promise<{ node: TestNode; agent: AgentProcess; busybox: string; pod: string; podFile: string }> {
-  const bed = JSON.parse(await readFile(requiredEnv('USERNODE_TEST_IMAGES'), 'utf8')) as { registry: string };
-  const busybox = `${bed.registry}/usernode/busybox:latest`;
-  const node = await TestNode.create();
-  await node.writeConfig(`registries:\n  "${bed.registry}": { plainHttp: true }\n`);
-  const agent = node.start();
-  await agent.ready();
-  const pull = await node.crictl(['pull', busybox]);
-  if (pull.code !== 0) throw new Error(`crictl pull ${busybox}: ${pull.stderr}`);
+  const { node, agent, busybox } = await nodeWithBusybox();
   const podFile = join(node.dir, 'pod.json');
   await writeFile(podFile, JSON.stringify(podConfig(node.dir)));
   const r = await node.crictl(['runp', podFile]);

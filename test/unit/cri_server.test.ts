@@ -19,10 +19,14 @@ import type { ImageFsInfoResponse__Output } from '../../proto/generated/runtime/
 import type { RuntimeConfigResponse__Output } from '../../proto/generated/runtime/v1/RuntimeConfigResponse.js';
 import type { StatusResponse__Output } from '../../proto/generated/runtime/v1/StatusResponse.js';
 import type { VersionResponse__Output } from '../../proto/generated/runtime/v1/VersionResponse.js';
+import type { ContainerEventResponse__Output } from '../../proto/generated/runtime/v1/ContainerEventResponse.js';
+import { eventually } from '../lib/agent.js';
 import type { ImageService } from '../../pkg/image/image_service.js';
 import type { PodRuntime } from '../../pkg/cri/pods.js';
 import type { ContainerRuntime } from '../../pkg/cri/containers.js';
 import { rejection } from '../lib/unit.js';
+import type { ContainerEvent } from '../../pkg/cri/container_events.js';
+import { EventBus } from '../../pkg/cri/event_bus.js';
 
 // A real CriServer on a unix socket in a temp dir, driven through the same
 // client the node half uses; the context behind it is a fake.
@@ -54,6 +58,7 @@ function fakeContext(dir: string): FakeContext {
     images: {} as ImageService,
     pods: {} as PodRuntime,
     containers: {} as ContainerRuntime,
+    events: new EventBus<ContainerEvent>(),
     snapshotter: 'overlayfs',
   };
   return c;
@@ -219,22 +224,22 @@ describe('CriServer answers the built RPCs', () => {
 describe('CriServer errors', () => {
   test('an unbuilt RPC is UNIMPLEMENTED and names the RPC', async () => {
     const { clients } = await startServer();
-    const run = await callError((cb) => clients.runtime.UpdateContainerResources({}, deadline(), cb));
+    const run = await callError((cb) => clients.runtime.CheckpointContainer({}, deadline(), cb));
     assert.equal(run.code, grpc.status.UNIMPLEMENTED);
-    assert.match(run.details, /RuntimeService\.UpdateContainerResources/);
+    assert.match(run.details, /RuntimeService\.CheckpointContainer/);
     const list = await callError((cb) => clients.runtime.CheckpointContainer({}, deadline(), cb));
     assert.equal(list.code, grpc.status.UNIMPLEMENTED);
     assert.match(list.details, /RuntimeService\.CheckpointContainer/);
   });
 
-  test('a server-streaming RPC (GetContainerEvents) ends with UNIMPLEMENTED', async () => {
+  test('an unbuilt server-streaming RPC (StreamPodSandboxes) ends with UNIMPLEMENTED', async () => {
     const { clients } = await startServer();
-    const stream = clients.runtime.GetContainerEvents({}, deadline());
+    const stream = clients.runtime.StreamPodSandboxes({}, deadline());
     const messages: unknown[] = [];
     stream.on('data', (m: unknown) => messages.push(m));
     const [err] = (await once(stream, 'error')) as [grpc.ServiceError];
     assert.equal(err.code, grpc.status.UNIMPLEMENTED);
-    assert.match(err.details, /RuntimeService\.GetContainerEvents/);
+    assert.match(err.details, /RuntimeService\.StreamPodSandboxes/);
     assert.deepEqual(messages, []);
   });
 
@@ -387,5 +392,116 @@ describe('CriServer socket', () => {
     await first.stop(1000);
     const { clients } = await startServer({ socket: p.socket, ctx: fakeContext(p.dir) });
     await call((cb) => clients.runtime.Version({}, deadline(), cb));
+  });
+});
+
+describe('CriServer GetContainerEvents', () => {
+  const event = (id: string, type: ContainerEvent['containerEventType'] = 'CONTAINER_CREATED_EVENT'): ContainerEvent => ({
+    containerId: id,
+    containerEventType: type,
+    createdAt: '1',
+    podSandboxStatus: null,
+    containersStatuses: [],
+  });
+  const subscribers = (ctx: FakeContext, n: number): Promise<true> => eventually(`${n} event subscribers`, async () => (ctx.events.size === n ? true : undefined), 20000);
+  const collect = (stream: grpc.ClientReadableStream<ContainerEventResponse__Output>): ContainerEventResponse__Output[] => {
+    const got: ContainerEventResponse__Output[] = [];
+    stream.on('data', (m: ContainerEventResponse__Output) => got.push(m));
+    stream.on('error', () => {});
+    return got;
+  };
+
+  test('several subscribers each get every event in order; one that cancels is let go', async () => {
+    const { clients, ctx } = await startServer();
+    const a = clients.runtime.GetContainerEvents({});
+    const b = clients.runtime.GetContainerEvents({});
+    const gotA = collect(a);
+    const gotB = collect(b);
+    await subscribers(ctx, 2);
+    ctx.events.publish(event('c1'));
+    ctx.events.publish(event('c1', 'CONTAINER_STARTED_EVENT'));
+    ctx.events.publish(event('c1', 'CONTAINER_STOPPED_EVENT'));
+    const seen = (got: ContainerEventResponse__Output[]): string[] => got.map((e) => `${e.containerId} ${e.containerEventType}`);
+    const want = ['c1 CONTAINER_CREATED_EVENT', 'c1 CONTAINER_STARTED_EVENT', 'c1 CONTAINER_STOPPED_EVENT'];
+    await eventually('both subscribers got three events', async () => (gotA.length >= 3 && gotB.length >= 3 ? true : undefined), 20000);
+    assert.deepEqual(seen(gotA), want);
+    assert.deepEqual(seen(gotB), want);
+    a.cancel();
+    await subscribers(ctx, 1);
+    ctx.events.publish(event('c2'));
+    await eventually('the remaining subscriber got the next event', async () => (gotB.length === 4 ? true : undefined), 20000);
+    assert.equal(gotA.length, 3);
+    b.cancel();
+    await subscribers(ctx, 0);
+  });
+
+  test('a subscriber that stops reading is dropped with RESOURCE_EXHAUSTED; the others get every event', async () => {
+    const p = place();
+    const ctx = fakeContext(p.dir);
+    ctx.events = new EventBus<ContainerEvent>(20);
+    const { clients, socket } = await startServer({ ctx });
+    // The slow client is another process, as a real one is: in this process its unread data would be taken off the socket anyway.
+    const script = `const { criClients } = await import(${JSON.stringify(new URL('../../proto/client.js', import.meta.url).href)});
+      const s = criClients(${JSON.stringify(socket)}).runtime.GetContainerEvents({});
+      s.pause();
+      s.on('error', (e) => { process.stdout.write(JSON.stringify({ code: e.code, details: e.details })); process.exit(0); });`;
+    const slow = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let slowOut = '';
+    slow.stdout.on('data', (d: Buffer) => (slowOut += d.toString()));
+    const slowExit = once(slow, 'exit');
+    try {
+      const fast = clients.runtime.GetContainerEvents({});
+      const got = collect(fast);
+      let wake = (): void => {};
+      fast.on('data', () => wake());
+      /** Until the fast subscriber has `n` events (never a fixed time: the host may be busy). */
+      const fastHas = (n: number): Promise<void> =>
+        new Promise((resolve, reject) => {
+          const t = setTimeout(() => reject(new Error(`the fast subscriber got ${got.length} of ${n} events in 60 s`)), 60000);
+          wake = () => {
+            if (got.length >= n) {
+              clearTimeout(t);
+              resolve();
+            }
+          };
+          wake();
+        });
+      await subscribers(ctx, 2);
+      // Big events, so the unread stream's HTTP/2 window and grpc-js's buffer fill soon. Batches
+      // of 10 in lockstep with the fast reader: only the slow one can fall 20 behind.
+      const pad = 'x'.repeat(4000);
+      let sent = 0;
+      while (ctx.events.size === 2 && sent < 100000) {
+        for (let k = 0; k < 10; k++) ctx.events.publish(event(`${pad}-${sent++}`));
+        await fastHas(sent);
+      }
+      assert.equal(ctx.events.size, 1, `the slow subscriber was not dropped after ${sent} events`);
+      const timeout = new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`the slow client saw no error: ${slowOut}`)), 60000).unref());
+      await Promise.race([slowExit, timeout]);
+      const err = JSON.parse(slowOut) as { code: number; details: string };
+      assert.equal(err.code, grpc.status.RESOURCE_EXHAUSTED);
+      assert.match(err.details, /fell 20 events behind/);
+      for (let i = 0; i < 10; i++) ctx.events.publish(event(`after-${i}`));
+      await fastHas(sent + 10);
+      const ids = got.map((e) => e.containerId);
+      assert.equal(ids.length, sent + 10);
+      assert.ok(
+        ids.every((id, i) => id === (i < sent ? `${pad}-${i}` : `after-${i - sent}`)),
+        'the fast subscriber missed or reordered events',
+      );
+      fast.cancel();
+    } finally {
+      slow.kill('SIGKILL');
+    }
+  });
+
+  test('streams end with UNAVAILABLE when the bus closes (the server stopping)', async () => {
+    const { clients, ctx } = await startServer();
+    const s = clients.runtime.GetContainerEvents({});
+    collect(s);
+    await subscribers(ctx, 1);
+    const [err] = (await Promise.all([once(s, 'error'), Promise.resolve().then(() => ctx.events.close())]))[0] as [grpc.ServiceError];
+    assert.equal(err.code, grpc.status.UNAVAILABLE);
+    assert.match(err.details, /closed by server/);
   });
 });
