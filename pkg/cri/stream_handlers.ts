@@ -34,9 +34,14 @@ export function streamingHandlers(ctx: () => CriContext, tools: StreamTools): St
       if (r.state !== 'CONTAINER_RUNNING') throw failedPrecondition(`container ${r.id} is not running`, { field: 'container_id' });
       const x = await startStreamExec({ runc: c.runc, root: c.runcRoot, bundle: r.bundle, containerId: r.id, cmd: req.cmd, tty: req.tty, stdin: req.stdin, script: tools.script, stty: tools.stty });
       void session.gone.then(() => x.kill());
-      if (session.stdin && x.stdin) session.stdin.pipe(x.stdin as NodeJS.WritableStream & Writable);
+      if (session.stdin && x.stdin) {
+        // The command may end before its input does (EPIPE): not an error of the session.
+        (x.stdin as Writable).on('error', () => undefined);
+        session.stdin.pipe(x.stdin as NodeJS.WritableStream & Writable);
+      }
       session.resize.listen((s) => void x.resize(s.width, s.height));
-      const outs = [pipeline(x.stdout, session.stdout ?? discard()), pipeline(x.stderr, session.stderr ?? discard())];
+      // A client that vanished breaks these pipes: that is its leaving, not an error (caught at once: unhandled, it would end the process).
+      const outs = [pipeline(x.stdout, session.stdout ?? discard()).catch(() => undefined), pipeline(x.stderr, session.stderr ?? discard()).catch(() => undefined)];
       const exitCode = await x.exit;
       await Promise.allSettled(outs);
       await session.finish({ exitCode });

@@ -116,6 +116,8 @@ export class SpdySession extends EventEmitter {
       // Frames are handled one at a time, in order: header blocks share one zlib context.
       this.queue = this.queue.then(() => this.drain()).catch((e: unknown) => this.fail(e));
     });
+    // An upgraded socket stays half-open after the client's FIN: the client is gone.
+    socket.on('end', () => this.shutdown());
     socket.on('close', () => this.shutdown());
     socket.on('error', () => this.shutdown());
     this.settings({ [SETTINGS_INITIAL_WINDOW_SIZE]: receiveWindow });

@@ -139,6 +139,11 @@ export class TestNode {
     return this.usernode(['enter', '--', ...command]);
   }
 
+  /** The crictl binary the tests use (for spawning it with a stdin or in the background). */
+  get crictlPath(): string {
+    return requiredTool('USERNODE_CRICTL');
+  }
+
   crictl(args: readonly string[]): Promise<Result> {
     const endpoint = `unix://${this.socket}`;
     return exec(requiredTool('USERNODE_CRICTL'), ['--runtime-endpoint', endpoint, '--image-endpoint', endpoint, '--timeout', '20s', ...args], {
