@@ -27,7 +27,7 @@ import { median, summarize } from './lib/stats.js';
 // does it as usernode does (rootlesskit's port API, host port → pod address).
 // Alternates the runtimes test by test, R rounds. Never asserts a speed.
 //
-//   node dist/bench/network.js [--rounds 3] [--seconds 3] [--host-address 192.168.213.1] [--out BENCHMARKS.md]
+//   node dist/bench/network.js [--rounds 5] [--seconds 3] [--host-address 192.168.213.1] [--out BENCHMARKS.md]
 
 const usage = `usage: network.js [--rounds N] [--seconds N] [--host-address IP] ${benchUsage}`;
 
@@ -63,7 +63,7 @@ interface Setup {
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
-      rounds: { type: 'string', default: '3' },
+      rounds: { type: 'string', default: '5' },
       seconds: { type: 'string', default: '3' },
       'host-address': { type: 'string', default: process.env.USERNODE_BENCH_HOST_ADDRESS || '192.168.213.1' },
       ...benchOptions,

@@ -21,7 +21,7 @@ import { median, percentile, summarize } from './lib/stats.js';
 //   3. P pods started at once: the time until all are running (R rounds).
 // Never asserts a time.
 //
-//   node dist/bench/pods.js [--serial 50] [--parallel 30] [--rounds 3] [--registry HOST:PORT] [--out BENCHMARKS.md]
+//   node dist/bench/pods.js [--serial 50] [--parallel 30] [--rounds 5] [--registry HOST:PORT] [--out BENCHMARKS.md]
 
 const usage = `usage: pods.js [--serial N] [--parallel N] [--rounds N] [--warmup N] [--block N] ${benchUsage}`;
 
@@ -59,7 +59,7 @@ async function main(): Promise<void> {
     options: {
       serial: { type: 'string', default: '50' },
       parallel: { type: 'string', default: '30' },
-      rounds: { type: 'string', default: '3' },
+      rounds: { type: 'string', default: '5' },
       warmup: { type: 'string', default: '2' },
       block: { type: 'string', default: '5' },
       ...benchOptions,
