@@ -238,6 +238,10 @@ async function main(): Promise<void> {
     ratioRow('one pod within a round (p50 of the round)', summarize(par(u).map((p) => median(p.perPodMs))), summarize(par(c).map((p) => median(p.perPodMs)))),
     ratioRow(`removing all ${parallelN}, 8 at a time`, summarize(par(u).map((p) => p.removeMs)), summarize(par(c).map((p) => p.removeMs))),
     '',
+    `Against DESIGN.md's targets (usernode at half of containerd's pod start, serially and in parallel; agent memory with 100 pods ≤ 150 MB): ` +
+      `serial p50 usernode/containerd **${ratio(pct(u, 50), pct(c, 50))}** (target ≤ 0.5), all ${parallelN} at once **${ratio(median(parWall(u)), median(parWall(c)))}** (target ≤ 0.5); ` +
+      `usernode's agent with ${serialN} pods: RSS **${fmt(memory[u]?.loaded?.rss.agent ?? NaN, 0)} MiB**, PSS ${fmt(memory[u]?.loaded?.pss.agent ?? NaN, 0)} MiB (below).`,
+    '',
     '### Memory',
     '',
     `Every process of each runtime (the process tree the benchmark started and everything in the runtime's user namespace), by role, in MiB; idle = after the warm-up pods were removed, 3 s later; loaded = with the ${serialN} serial pods running, 3 s after the last started. ` +
