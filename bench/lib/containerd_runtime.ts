@@ -216,23 +216,7 @@ export class ContainerdRuntime extends CriRuntime {
         await this.exited;
       }
     }
-    if (this.userNs) {
-      for (let i = 0; i < 50; i++) {
-        const left = (await processesOf(process.getuid!())).filter((p) => p.userNs === this.userNs);
-        if (left.length === 0) break;
-        if (i === 49) {
-          for (const p of left) {
-            odd.push(`left in containerd's namespace after rootlesskit exited: pid ${p.pid} ${p.cmdline}; killed`);
-            try {
-              process.kill(p.pid, 'SIGKILL');
-            } catch {
-              // gone
-            }
-          }
-        }
-        await sleep(100);
-      }
-    }
+    odd.push(...(await this.namespaceLeftovers("containerd's namespace after rootlesskit exited")));
     for (const p of await processesOf(process.getuid!())) {
       if (this.helpers.get(p.pid) === p.cmdline) {
         odd.push(`rootlesskit's helper outlived it: pid ${p.pid} ${p.cmdline}; killed`);

@@ -34,8 +34,7 @@ export async function memoryOf(rt: CriRuntime): Promise<ProcessMemory[]> {
   const procs = await rt.processes();
   const { pid: nsPid } = await rt.nodeNamespace();
   const byPid = new Map(procs.map((p) => [p.pid, p]));
-  const comms = new Map<number, string>();
-  for (const p of procs) comms.set(p.pid, (await readFile(`/proc/${p.pid}/comm`, 'utf8').catch(() => '?')).trim());
+  const comms = new Map(procs.map((p) => [p.pid, p.name]));
   // usernode's holder (what nsenter -t targets) is not the runtime; containerd's node-namespace process is containerd.
   const holder = comms.get(nsPid) === 'containerd' ? undefined : nsPid;
   const roleOf = (pid: number): Role => {

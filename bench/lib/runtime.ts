@@ -1,7 +1,7 @@
 import { createWriteStream, type WriteStream } from 'node:fs';
 import type { ChildProcess } from 'node:child_process';
 
-import { processesOf, run, type Proc, type RunResult } from './proc.js';
+import { processesOf, run, sleep, type Proc, type RunResult } from './proc.js';
 
 // What the benchmarks need of a CRI runtime: start it, reach its socket (crictl
 // and the project's gRPC client), say what of an image it still stores, read
@@ -76,6 +76,28 @@ export abstract class CriRuntime {
 
   get log(): string {
     return this.logText;
+  }
+
+  /**
+   * After the runtime stopped: processes still in its user namespace 5 s on, killed and named.
+   * Zombies are not counted: dead already, they wait for this machine's init to reap them.
+   */
+  protected async namespaceLeftovers(where: string): Promise<string[]> {
+    if (!this.userNs) return [];
+    let left: Proc[] = [];
+    for (let i = 0; i < 50; i++) {
+      left = (await processesOf(process.getuid!())).filter((p) => p.userNs === this.userNs && p.state !== 'Z');
+      if (left.length === 0) return [];
+      await sleep(100);
+    }
+    return left.map((p) => {
+      try {
+        process.kill(p.pid, 'SIGKILL');
+      } catch {
+        // gone
+      }
+      return `left in ${where}: pid ${p.pid} (${p.name}, state ${p.state}) ${p.cmdline}; killed`;
+    });
   }
 
   protected captureLog(child: ChildProcess, path: string): void {

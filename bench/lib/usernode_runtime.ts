@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 
-import { processesOf, run, sleep } from './proc.js';
+import { run, sleep } from './proc.js';
 import { CriRuntime, parseLogLine, type Leftovers, type PullAccount } from './runtime.js';
 
 // usernode as the benchmark runs it: the real `bin/usernode run` of this tree,
@@ -136,17 +136,7 @@ export class UsernodeRuntime extends CriRuntime {
         await this.exited;
       }
     }
-    if (this.userNs) {
-      const left = (await processesOf(process.getuid!())).filter((p) => p.userNs === this.userNs);
-      for (const p of left) {
-        odd.push(`left in the node namespace after usernode stop: pid ${p.pid} ${p.cmdline}; killed`);
-        try {
-          process.kill(p.pid, 'SIGKILL');
-        } catch {
-          // gone
-        }
-      }
-    }
+    odd.push(...(await this.namespaceLeftovers('the node namespace after usernode stop')));
     this.logFile?.end();
     return odd;
   }
