@@ -1,11 +1,9 @@
-import { writeFile } from 'node:fs/promises';
-import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { RegistryPusher } from '../test/images/registry_push.js';
 import { environValue, loadAverage, machineBusySeconds, must, ourCpuSeconds, processesOf, sleep, sumOf } from './lib/proc.js';
 import { buildRandomImage, type RandomImage } from './lib/random_image.js';
-import { machineLines, notedLines, ratioRow, sectionEnd, sectionStart, writeSection } from './lib/report.js';
+import { machineLines, ratioRow, sectionStart, sectionTail, writeResults } from './lib/report.js';
 import type { CriRuntime, Leftovers, TimelinePoint } from './lib/runtime.js';
 import { BenchSession, benchOptions, benchUsage, say, type BenchFacts } from './lib/session.js';
 import { median, summarize, type Summary } from './lib/stats.js';
@@ -274,20 +272,10 @@ async function main(): Promise<void> {
     ...machineLines(facts, [
       `- 1-minute load average as the runs began: ${Math.min(...loads).toFixed(2)}–${Math.max(...loads).toFixed(2)}; other work during the measured pulls: median ${median(measured.map((r) => r.otherCores)).toFixed(2)} cores, at most ${Math.max(...measured.map((r) => r.otherCores)).toFixed(2)}`,
     ]),
-    ...notedLines(odd),
-    '',
-    'Reproduce (as root; runs the runtimes as the unprivileged `usernode-test`): `bash bench/run.sh --only image_pull` (`--runs N` for more runs).',
-    sectionEnd('image_pull'),
-    '',
+    ...sectionTail('image_pull', odd, ' (`--runs N` for more runs)'),
   ].join('\n');
-
-  if (values.out) {
-    await writeSection(values.out, 'image_pull', md);
-    say(`wrote ${resolve(values.out)}`);
-  }
-  if (values.json) {
-    await writeFile(resolve(values.json), `${JSON.stringify({ ref, image: { compressedBytes: img.compressedBytes, uncompressedBytes: img.uncompressedBytes, files: img.files, layers: img.built.layers.length, manifest: img.built.manifest.digest }, facts, table, ratio, pairedRatio, records, odd }, null, 2)}\n`);
-  }
+  const image = { compressedBytes: img.compressedBytes, uncompressedBytes: img.uncompressedBytes, files: img.files, layers: img.built.layers.length, manifest: img.built.manifest.digest };
+  await writeResults(values, 'image_pull', md, { ref, image, facts, table, ratio, pairedRatio, records, odd });
 }
 
 main().catch((e: unknown) => {

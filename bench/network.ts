@@ -1,5 +1,3 @@
-import { writeFile } from 'node:fs/promises';
-import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { RootlesskitPorts } from '../pkg/netns/rootlesskit/ports.js';
@@ -7,7 +5,7 @@ import { freePort, iperf, type IperfResult, type IperfServer } from './lib/iperf
 import { pushPodImages } from './lib/pod_images.js';
 import { podClients, type PodClient } from './lib/pods.js';
 import { loadAverage } from './lib/proc.js';
-import { fmt, machineLines, notedLines, ratioRow, sectionEnd, sectionStart, writeSection } from './lib/report.js';
+import { fmt, machineLines, ratioRow, sectionStart, sectionTail, writeResults } from './lib/report.js';
 import type { CriRuntime } from './lib/runtime.js';
 import { BenchSession, benchOptions, benchUsage, say, type BenchFacts } from './lib/session.js';
 import { median, summarize } from './lib/stats.js';
@@ -179,17 +177,9 @@ async function main(): Promise<void> {
     ...targets.map(targetRow),
     '',
     ...machineLines(facts, [`- 1-minute load average as the measurements began: ${fmt(Math.min(...loads), 2)}–${fmt(Math.max(...loads), 2)}`]),
-    ...notedLines(odd),
-    '',
-    'Reproduce (as root; runs the runtimes as the unprivileged `usernode-test`): `bash bench/run.sh --only network`.',
-    sectionEnd('network'),
-    '',
+    ...sectionTail('network', odd),
   ].join('\n');
-  if (values.out) {
-    await writeSection(values.out, 'network', md);
-    say(`wrote ${resolve(values.out)}`);
-  }
-  if (values.json) await writeFile(resolve(values.json), `${JSON.stringify({ facts, results, odd }, null, 2)}\n`);
+  await writeResults(values, 'network', md, { facts, results, odd });
 }
 
 /**

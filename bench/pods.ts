@@ -1,12 +1,10 @@
-import { writeFile } from 'node:fs/promises';
-import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { memoryOf, summarizeMemory, type MemorySummary } from './lib/memory.js';
 import { pushPodImages } from './lib/pod_images.js';
 import { PodClient, podClients, type PodStart } from './lib/pods.js';
 import { loadAverage, sleep } from './lib/proc.js';
-import { fmt, machineLines, notedLines, ratioRow, sectionEnd, sectionStart, writeSection } from './lib/report.js';
+import { fmt, machineLines, ratioRow, sectionStart, sectionTail, writeResults } from './lib/report.js';
 import { parseLogLine } from './lib/runtime.js';
 import { BenchSession, benchOptions, benchUsage, say, type BenchFacts } from './lib/session.js';
 import { median, percentile, summarize } from './lib/stats.js';
@@ -263,18 +261,9 @@ async function main(): Promise<void> {
     ]),
     '',
     ...machineLines(facts, [`- 1-minute load average as the blocks and rounds began: ${fmt(Math.min(...loads), 2)}–${fmt(Math.max(...loads), 2)}`]),
-    ...notedLines(odd),
-    '',
-    'Reproduce (as root; runs the runtimes as the unprivileged `usernode-test`): `bash bench/run.sh --only pods`.',
-    sectionEnd('pods'),
-    '',
+    ...sectionTail('pods', odd),
   ].join('\n');
-
-  if (values.out) {
-    await writeSection(values.out, 'pods', md);
-    say(`wrote ${resolve(values.out)}`);
-  }
-  if (values.json) await writeFile(resolve(values.json), `${JSON.stringify({ images, facts, serial, removal, parallel, memory, server, odd }, null, 2)}\n`);
+  await writeResults(values, 'pods', md, { images, facts, serial, removal, parallel, memory, server, odd });
 }
 
 main().catch((e: unknown) => {

@@ -50,4 +50,18 @@ export function ratioRow(what: string, u: Summary, c: Summary, digits = 0): stri
   return `| ${what} | ${fmt(u.median, digits)} | ${fmt(u.min, digits)}–${fmt(u.max, digits)} | ${fmt(c.median, digits)} | ${fmt(c.min, digits)}–${fmt(c.max, digits)} | ${fmt(u.median / c.median, 2)} |`;
 }
 
-export const notedLines = (odd: readonly string[]): string[] => (odd.length ? ['', 'Noted during the run:', '', ...odd.map((o) => `- ${o}`)] : []);
+const notedLines = (odd: readonly string[]): string[] => (odd.length ? ['', 'Noted during the run:', '', ...odd.map((o) => `- ${o}`)] : []);
+
+/** The end of section `name`: what went odd, how to reproduce it, the closing marker. */
+export function sectionTail(name: string, odd: readonly string[], more = ''): string[] {
+  return [...notedLines(odd), '', `Reproduce (as root; runs the runtimes as the unprivileged \`usernode-test\`): \`bash bench/run.sh --only ${name}\`${more}.`, sectionEnd(name), ''];
+}
+
+/** Writes section `name` into --out and everything measured into --json, where given. */
+export async function writeResults(v: { out?: string | undefined; json?: string | undefined }, name: string, md: string, json: unknown): Promise<void> {
+  if (v.out) {
+    await writeSection(v.out, name, md);
+    process.stdout.write(`bench: wrote ${resolve(v.out)}\n`);
+  }
+  if (v.json) await writeFile(resolve(v.json), `${JSON.stringify(json, null, 2)}\n`);
+}
