@@ -1,18 +1,12 @@
-import { existsSync, readdirSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { homedir } from 'node:os';
-import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { RegistryPusher } from '../test/images/registry_push.js';
-import { usernodeBin } from '../test/lib/agent.js';
-import { ContainerdRuntime } from './lib/containerd_runtime.js';
-import { machineFacts, toolVersion, type MachineFacts } from './lib/machine.js';
 import { environValue, loadAverage, machineBusySeconds, must, ourCpuSeconds, processesOf, sleep, sumOf } from './lib/proc.js';
 import { buildRandomImage, type RandomImage } from './lib/random_image.js';
+import { machineLines, ratioRow, sectionStart, sectionTail, writeResults } from './lib/report.js';
 import type { CriRuntime, Leftovers, TimelinePoint } from './lib/runtime.js';
+import { BenchSession, benchOptions, benchUsage, say, type BenchFacts } from './lib/session.js';
 import { median, summarize, type Summary } from './lib/stats.js';
-import { UsernodeRuntime } from './lib/usernode_runtime.js';
 
 // Pull + unpack of a ~100 MB multi-layer image from the test registry:
 // usernode against rootless containerd 1.6 (CRI plugin, overlayfs), both run
@@ -28,8 +22,7 @@ import { UsernodeRuntime } from './lib/usernode_runtime.js';
 //
 // bench/run.sh (as root) sets the host up and runs this as the test user.
 
-const usage =
-  'usage: image_pull.js [--runs N] [--warmup N] [--registry HOST:PORT] [--out FILE] [--json FILE] [--dir DIR] [--keep] [--crictl PATH] [--source TEXT] [--layers N] [--layer-mib N]';
+const usage = `usage: image_pull.js [--runs N] [--warmup N] [--layers N] [--layer-mib N] ${benchUsage}`;
 
 interface RunRecord {
   runtime: string;
@@ -55,14 +48,6 @@ interface RunRecord {
   cpuBy: Record<string, number>;
 }
 
-function findCrictl(): string {
-  if (process.env.USERNODE_CRICTL) return process.env.USERNODE_CRICTL;
-  const tools = join(homedir(), '.cache', 'usernode', 'tools');
-  const dirs = existsSync(tools) ? readdirSync(tools).filter((d) => d.startsWith('cri-tools-')).sort() : [];
-  for (const d of dirs.reverse()) if (existsSync(join(tools, d, 'crictl'))) return join(tools, d, 'crictl');
-  throw new Error(`no crictl: set USERNODE_CRICTL or build it with scripts/build-test-tools.sh (into ${tools}/cri-tools-*/crictl)`);
-}
-
 const fmtLeft = (l: Leftovers): string => [...l.blobs, ...l.layers].slice(0, 8).join(', ') + (l.blobs.length + l.layers.length > 8 ? ', …' : '');
 const empty = (l: Leftovers): boolean => l.blobs.length === 0 && l.layers.length === 0;
 
@@ -71,13 +56,7 @@ async function main(): Promise<void> {
     options: {
       runs: { type: 'string', default: '5' },
       warmup: { type: 'string', default: '1' },
-      registry: { type: 'string', default: process.env.USERNODE_REGISTRY || '192.168.213.2:5000' },
-      out: { type: 'string' },
-      json: { type: 'string' },
-      dir: { type: 'string' },
-      keep: { type: 'boolean', default: false },
-      crictl: { type: 'string' },
-      source: { type: 'string', default: '' },
+      ...benchOptions,
       layers: { type: 'string', default: '5' },
       'layer-mib': { type: 'string', default: '20' },
     },
@@ -89,12 +68,7 @@ async function main(): Promise<void> {
   const layerMiB = Number(values['layer-mib']);
   if (![runs, layerCount, layerMiB].every((n) => Number.isInteger(n) && n > 0) || !Number.isInteger(warmups) || warmups < 0) throw new Error(usage);
   const registry = values.registry!;
-  const crictl = values.crictl ?? findCrictl();
-  if (process.getuid?.() === 0) throw new Error('run the benchmark as an unprivileged user (bench/run.sh does, as usernode-test): both runtimes are rootless');
-
-  const dir = values.dir ? resolve(values.dir) : await mkdtemp('/tmp/usernode-bench-');
-  await mkdir(dir, { recursive: true, mode: 0o700 });
-  const say = (s: string): void => void process.stdout.write(`bench: ${s}\n`);
+  const session = await BenchSession.fromArgs(values);
 
   // --- the image --------------------------------------------------------------------
   const seed = 'usernode-bench-v1';
@@ -112,26 +86,7 @@ async function main(): Promise<void> {
   );
 
   // --- the runtimes -----------------------------------------------------------------------
-  const logs = join(dir, 'logs');
-  await mkdir(logs, { recursive: true });
-  const containerd = new ContainerdRuntime({ dir: join(dir, 'containerd'), crictl, registry, logPath: join(logs, 'containerd.log') });
-  const usernode = new UsernodeRuntime({ dir: join(dir, 'usernode'), usernodeBin, crictl, registry, logPath: join(logs, 'usernode.log') });
-  const runtimes: CriRuntime[] = [usernode, containerd];
-  const odd: string[] = [];
-  let stopped = false;
-  const stopAll = async (): Promise<void> => {
-    if (stopped) return;
-    stopped = true;
-    // containerd first: `usernode stop` names any rootlesskit of the user still running as a leak.
-    odd.push(...(await containerd.stop().catch((e: unknown) => [`stopping containerd: ${(e as Error).message}`])));
-    odd.push(...(await usernode.stop().catch((e: unknown) => [`stopping usernode: ${(e as Error).message}`])));
-  };
-  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-    process.once(sig, () => {
-      say(`${sig}: stopping both runtimes`);
-      void stopAll().finally(() => process.exit(130));
-    });
-  }
+  const { usernode, containerd, runtimes, odd } = session;
 
   const records: RunRecord[] = [];
   // Other work on the machine skews the times: the load, and (when bench/run.sh marked this
@@ -151,14 +106,14 @@ async function main(): Promise<void> {
     const [busy, ours] = await Promise.all([machineBusySeconds(), ourCpuSeconds(isOurs)]);
     return { t: Number(process.hrtime.bigint()) / 1e9, busy, ours };
   };
-  const facts: { machine?: MachineFacts; versions: Record<string, string>; snapshotters: Record<string, string> } = { versions: {}, snapshotters: {} };
+  const snapshotters: Record<string, string> = {};
+  let facts: BenchFacts | undefined;
   try {
-    await containerd.start();
-    await usernode.start();
-    facts.snapshotters.usernode = await usernode.snapshotter();
-    facts.snapshotters.containerd = await containerd.snapshotter();
-    say(`both runtimes serve CRI (usernode snapshotter: ${facts.snapshotters.usernode}; containerd: ${facts.snapshotters.containerd})`);
-    if (!facts.snapshotters.usernode.startsWith('overlayfs')) odd.push(`usernode is not using overlayfs here (${facts.snapshotters.usernode}): its unpack copies`);
+    await session.start();
+    snapshotters.usernode = await usernode.snapshotter();
+    snapshotters.containerd = await containerd.snapshotter();
+    say(`both runtimes serve CRI (usernode snapshotter: ${snapshotters.usernode}; containerd: ${snapshotters.containerd})`);
+    if (!snapshotters.usernode.startsWith('overlayfs')) odd.push(`usernode is not using overlayfs here (${snapshotters.usernode}): its unpack copies`);
 
     for (const rt of runtimes) {
       const l = await rt.leftovers();
@@ -207,19 +162,9 @@ async function main(): Promise<void> {
     for (let w = 0; w < warmups; w++) for (const rt of runtimes) records.push(await once(rt, w + 1, true));
     for (let i = 1; i <= runs; i++) for (const rt of runtimes) records.push(await once(rt, i, false));
 
-    facts.machine = await machineFacts(dir);
-    facts.versions = {
-      usernode: `${await usernode.version()}${values.source ? ` (${values.source})` : ''}`,
-      containerd: await containerd.version(),
-      runc: await toolVersion('runc', ['--version']),
-      rootlesskit: await toolVersion('rootlesskit', ['--version']),
-      slirp4netns: await toolVersion('slirp4netns', ['--version']),
-      crictl: await toolVersion(crictl, ['--version']),
-      'docker-registry': await toolVersion('docker-registry', ['--version']),
-    };
+    facts = await session.facts(values.source!, { 'docker-registry': ['docker-registry', ['--version']] });
   } finally {
-    await stopAll();
-    if (!values.keep) await rm(dir, { recursive: true, force: true }).catch((e: unknown) => odd.push(`could not remove ${dir}: ${(e as Error).message}`));
+    await session.stop();
   }
 
   // --- the report -----------------------------------------------------------------------------
@@ -247,7 +192,7 @@ async function main(): Promise<void> {
   const pairedRatio = median(pairs.filter(Number.isFinite));
   const ms = (x: number): string => (Number.isFinite(x) ? x.toFixed(0) : '–');
   const mbps = (x: number): string => (Number.isFinite(x) ? ((img.compressedBytes / 1e6) / (x / 1000)).toFixed(0) : '–');
-  const row = (what: string, s: Summary, t: Summary): string => `| ${what} | ${ms(s.median)} | ${ms(s.min)}–${ms(s.max)} | ${ms(t.median)} | ${ms(t.min)}–${ms(t.max)} | ${(s.median / t.median).toFixed(2)} |`;
+  const row = ratioRow;
 
   const console_ = [
     '',
@@ -262,7 +207,6 @@ async function main(): Promise<void> {
   ].join('\n');
   process.stdout.write(console_);
 
-  const m = facts.machine;
   const loads = records.map((r) => r.load);
   if (foreign.size > 0) {
     odd.push(
@@ -282,7 +226,7 @@ async function main(): Promise<void> {
     return [`- ${name}, run ${r.index} (crictl pull ${ms(r.pullMs)} ms; CPU ms by process: ${by}):`, ...r.timeline.map((p) => `  - ${p.at.toFixed(3)} s ${p.what}`)];
   };
   const md = [
-    '<!-- bench:image_pull:start (written by bench/image_pull.js; do not edit by hand) -->',
+    sectionStart('image_pull', 'bench/image_pull.js'),
     '## Image pull + unpack',
     '',
     `Pull of \`${repository}:${tag}\` from the test registry (docker-registry in the test host's network namespace, reached through each runtime's slirp4netns), ` +
@@ -291,8 +235,8 @@ async function main(): Promise<void> {
     '',
     `- Image: OCI, ${img.built.layers.length} gzip layers of pseudo-random bytes (seed \`${seed}\`), ${(img.compressedBytes / 1e6).toFixed(1)} MB compressed ` +
       `(${(img.uncompressedBytes / 1e6).toFixed(1)} MB of tar), ${img.files} files (per layer one ${(layerMiB * 0.4).toFixed(0)} MiB file, eight of ${(layerMiB * 0.05).toFixed(1)} MiB, the rest 16 KiB files).`,
-    `- usernode: \`bin/usernode run\` as the unprivileged user, snapshotter ${facts.snapshotters.usernode}.`,
-    `- containerd: rootless under rootlesskit (slirp4netns, MTU 65520, host loopback off, /etc and /run copied up — as usernode's node namespace), CRI plugin, snapshotter ${facts.snapshotters.containerd}, registry plain HTTP by hosts.toml.`,
+    `- usernode: \`bin/usernode run\` as the unprivileged user, snapshotter ${snapshotters.usernode}.`,
+    `- containerd: rootless under rootlesskit (slirp4netns, MTU 65520, host loopback off, /etc and /run copied up — as usernode's node namespace — and /var/lib, as containerd-rootless.sh does), CRI plugin, snapshotter ${snapshotters.containerd}, registry plain HTTP by hosts.toml.`,
     `- Measured on ${new Date().toISOString().slice(0, 10)}${values.source ? `, source ${values.source}` : ''}.`,
     '',
     '| time (ms) | usernode median | usernode min–max | containerd median | containerd min–max | usernode/containerd |',
@@ -325,38 +269,13 @@ async function main(): Promise<void> {
     ...timelineOf('usernode', u.pull),
     ...timelineOf('containerd', c.pull),
     '',
-    'Machine:',
-    '',
-    `- ${m?.cpus ?? '?'} CPUs (${m?.cpuModel ?? '?'}), ${m?.memory ?? '?'} memory, kernel ${m?.kernel ?? '?'}, ${m?.os ?? '?'}`,
-    `- storage of both runtimes: ${m?.filesystem ?? '?'}`,
-    `- 1-minute load average as the runs began: ${Math.min(...loads).toFixed(2)}–${Math.max(...loads).toFixed(2)}; other work during the measured pulls: median ${median(measured.map((r) => r.otherCores)).toFixed(2)} cores, at most ${Math.max(...measured.map((r) => r.otherCores)).toFixed(2)}`,
-    `- Node.js ${m?.node ?? '?'}`,
-    ...Object.entries(facts.versions).map(([k, v]) => `- ${k}: ${v}`),
-    ...(odd.length ? ['', 'Noted during the run:', '', ...odd.map((o) => `- ${o}`)] : []),
-    '',
-    'Reproduce (as root; runs the runtimes as the unprivileged `usernode-test`): `bash bench/run.sh` (`--runs N` for more runs).',
-    '<!-- bench:image_pull:end -->',
-    '',
+    ...machineLines(facts, [
+      `- 1-minute load average as the runs began: ${Math.min(...loads).toFixed(2)}–${Math.max(...loads).toFixed(2)}; other work during the measured pulls: median ${median(measured.map((r) => r.otherCores)).toFixed(2)} cores, at most ${Math.max(...measured.map((r) => r.otherCores)).toFixed(2)}`,
+    ]),
+    ...sectionTail('image_pull', odd, ' (`--runs N` for more runs)'),
   ].join('\n');
-
-  if (values.out) {
-    const out = resolve(values.out);
-    const header = '# Benchmarks\n\nSide by side, in one run on one machine: usernode against rootless containerd 1.6 (Debian) doing the same work. Times are medians of N runs on a small, noisy machine; read the ratios, not the milliseconds.\n\n';
-    let text = await readFile(out, 'utf8').catch(() => header);
-    const start = text.indexOf('<!-- bench:image_pull:start');
-    const endMarker = '<!-- bench:image_pull:end -->';
-    const end = text.indexOf(endMarker);
-    if (start >= 0 && end > start) {
-      const rest = text.slice(end + endMarker.length).replace(/^\n+/, '');
-      text = text.slice(0, start) + md + (rest ? `\n${rest}` : '');
-    }
-    else text = `${text.replace(/\n*$/, '\n\n')}${md}`;
-    await writeFile(out, text);
-    say(`wrote ${out}`);
-  }
-  if (values.json) {
-    await writeFile(resolve(values.json), `${JSON.stringify({ ref, image: { compressedBytes: img.compressedBytes, uncompressedBytes: img.uncompressedBytes, files: img.files, layers: img.built.layers.length, manifest: img.built.manifest.digest }, facts, table, ratio, pairedRatio, records, odd }, null, 2)}\n`);
-  }
+  const image = { compressedBytes: img.compressedBytes, uncompressedBytes: img.uncompressedBytes, files: img.files, layers: img.built.layers.length, manifest: img.built.manifest.digest };
+  await writeResults(values, 'image_pull', md, { ref, image, facts, table, ratio, pairedRatio, records, odd });
 }
 
 main().catch((e: unknown) => {

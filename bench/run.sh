@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The side-by-side benchmarks (npm run bench): usernode against rootless
 # containerd 1.6 in one run, results and machine facts into BENCHMARKS.md.
-#   bash bench/run.sh [--runs N] [--warmup N] [--source worktree|head] [--out FILE] [--keep]
+#   bash bench/run.sh [--only NAME[,NAME…]] [--runs N] [--warmup N] [--source worktree|head] [--out FILE] [--keep]
+# Benchmarks (all by default, in this order): image_pull (pull + unpack; --runs,
+# --warmup), pods (pod start serial and parallel, memory), network (iperf3).
 #
 # As root (CI): sets the host up (scripts/host-setup.sh --tests --bench: containerd
 # among the rest), starts the test registry unless one answers already, copies the
@@ -23,6 +25,8 @@ source=worktree
 out=$repo/BENCHMARKS.md
 keep=0
 bench_dir=
+all_benchmarks=(image_pull pods network)
+only=$(IFS=,; echo "${all_benchmarks[*]}")
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) runs=$2; shift 2 ;;
@@ -31,11 +35,16 @@ while [ $# -gt 0 ]; do
     --out) out=$(realpath -m "$2"); shift 2 ;;
     --keep) keep=1; shift ;;
     --bench-dir) bench_dir=$2; shift 2 ;; # (internal: the root half's fresh folder for the runtimes)
-    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --only) only=$2; shift 2 ;;
+    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 case "$source" in worktree|head) ;; *) echo "bench: --source is worktree or head" >&2; exit 2 ;; esac
+IFS=, read -r -a selected <<<"$only"
+for b in "${selected[@]}"; do
+  [[ " ${all_benchmarks[*]} " == *" $b "* ]] || { echo "bench: --only takes ${all_benchmarks[*]} (comma-separated), not $b" >&2; exit 2; }
+done
 registry_default=192.168.213.2:5000
 
 # What is measured, for the report: the commit, and whether the code differs from it.
@@ -104,7 +113,7 @@ if [ "$(id -u)" = 0 ]; then
   runuser -u "$user" -- env HOME="$home" USER="$user" LOGNAME="$user" \
     XDG_RUNTIME_DIR="/run/user/$uid" PATH="/usr/local/go/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin" \
     USERNODE_REGISTRY="$registry" USERNODE_BENCH_RUN="$marker" USERNODE_BENCH_SOURCE="$(describe_source)" \
-    bash "$work/bench/run.sh" --runs "$runs" --warmup "$warmup" --out "$work/BENCHMARKS.out.md" \
+    bash "$work/bench/run.sh" --only "$only" --runs "$runs" --warmup "$warmup" --out "$work/BENCHMARKS.out.md" \
       --bench-dir "$bench_dir" $([ "$keep" = 1 ] && echo --keep)
   rc=$?
   set -e
@@ -117,8 +126,8 @@ if [ "$(id -u)" = 0 ]; then
 fi
 
 # --- as the (unprivileged) user ---------------------------------------------------
-for tool in node npm containerd ctr rootlesskit slirp4netns; do
-  command -v "$tool" >/dev/null || { echo "bench: $tool is required and was not found in PATH (sudo scripts/host-setup.sh --bench $(id -un) installs containerd)" >&2; exit 1; }
+for tool in node npm containerd ctr rootlesskit slirp4netns nsenter iperf3; do
+  command -v "$tool" >/dev/null || { echo "bench: $tool is required and was not found in PATH (sudo scripts/host-setup.sh --bench $(id -un) installs containerd and iperf3)" >&2; exit 1; }
 done
 export PATH="/usr/local/go/bin:$PATH"
 registry=${USERNODE_REGISTRY:-$registry_default}
@@ -129,7 +138,17 @@ registry_answers "$registry" || {
 [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error
 npm run build --silent
 eval "$(bash scripts/build-test-tools.sh | sed 's/^/export /')"
-args=(--runs "$runs" --warmup "$warmup" --registry "$registry" --out "$out" --source "${USERNODE_BENCH_SOURCE:-$(describe_source)}")
-[ -n "$bench_dir" ] && args+=(--dir "$bench_dir")
+args=(--registry "$registry" --out "$out" --source "${USERNODE_BENCH_SOURCE:-$(describe_source)}")
 [ "$keep" = 1 ] && args+=(--keep)
-exec node dist/bench/image_pull.js "${args[@]}"
+failed=()
+for b in "${selected[@]}"; do
+  extra=()
+  [ "$b" = image_pull ] && extra+=(--runs "$runs" --warmup "$warmup")
+  [ -n "$bench_dir" ] && extra+=(--dir "$bench_dir/$b")
+  echo "bench: --- $b ---"
+  node "dist/bench/$b.js" "${args[@]}" "${extra[@]}" || failed+=("$b")
+done
+if [ "${#failed[@]}" -gt 0 ]; then
+  echo "bench: failed: ${failed[*]} (the others' sections were written)" >&2
+  exit 1
+fi

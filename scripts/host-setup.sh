@@ -2,7 +2,7 @@
 # One-time host set-up for a rootless usernode, run as root:
 #   sudo scripts/host-setup.sh [--create-user] [--tests] [--bench] USER
 # Installs the Debian packages the node needs (and, with --tests, what the test
-# bed needs; with --bench, containerd for the side-by-side benchmarks), gives
+# bed needs; with --bench, containerd and iperf3 for the side-by-side benchmarks), gives
 # USER a subuid/subgid range of 65536 ids, makes /dev/net/tun usable and gives
 # USER a runtime folder (/run/user/UID) where no login manager makes one.
 # Idempotent: a second run changes nothing.
@@ -34,8 +34,9 @@ if [ "$tests" = 1 ]; then
   packages+=(python3 git tar ca-certificates docker-registry busybox-static apache2-utils attr zstd gcc libc6-dev)
 fi
 if [ "$bench" = 1 ]; then
-  # The benchmarks' reference: containerd 1.6 (CRI plugin, overlayfs), run rootless by bench/run.sh.
-  packages+=(containerd)
+  # The benchmarks' reference: containerd 1.6 (CRI plugin, overlayfs), run rootless by bench/run.sh;
+  # iperf3 for the pod network benchmark.
+  packages+=(containerd iperf3)
 fi
 missing=()
 for p in "${packages[@]}"; do

@@ -1,7 +1,8 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdir, readdir, readFile, readlink, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
+import { writeConflist } from '../../pkg/netns/cni/conflist.js';
 import { processesOf, run, sleep } from './proc.js';
 import { CriRuntime, parseLogLine, type Leftovers, type PullAccount } from './runtime.js';
 
@@ -12,6 +13,11 @@ import { CriRuntime, parseLogLine, type Leftovers, type PullAccount } from './ru
 // /run copied up). Root, state and socket live in the benchmark's folder, which
 // has the same path inside the namespace and out, so crictl reaches the socket
 // from the host. The registry is made plain HTTP by a hosts.toml (config_path).
+// Pods get the network usernode gives its pods: the same conflist (bridge with
+// host-local IPAM on 10.88.0.0/16, MTU 65520, portmap; containerd adds loopback)
+// and the same Debian plugins; the pause image is the test registry's.
+// containerd's CRI does not talk to rootlesskit: a hostPort is forwarded from
+// the host by the caller (rootlesskit's port API, as usernode does it).
 
 export interface ContainerdOptions {
   dir: string;
@@ -21,19 +27,23 @@ export interface ContainerdOptions {
   containerd?: string;
   rootlesskit?: string;
   ctr?: string;
+  /** sandbox_image: the pause image (a reference in the test registry; containerd 1.6 defaults to registry.k8s.io/pause:3.6). */
+  sandboxImage?: string;
 }
+
+/** Debian's containernetworking-plugins. */
+export const cniBinDir = '/usr/lib/cni';
 
 export class ContainerdRuntime extends CriRuntime {
   readonly name = 'containerd';
   readonly endpoint: string;
+  readonly socketPath: string;
   private readonly root: string;
   private readonly state: string;
-  private readonly socket: string;
   private readonly rkState: string;
   private readonly config: string;
-  private child: ChildProcess | undefined;
   private exited: Promise<void> | undefined;
-  private userNs: string | undefined;
+  private childPid: number | undefined;
   /** rootlesskit's helpers in the host's namespaces (slirp4netns): pid → command line. */
   private helpers = new Map<number, string>();
 
@@ -41,10 +51,10 @@ export class ContainerdRuntime extends CriRuntime {
     super(o.crictl, join(o.dir, 'crictl.yaml'));
     this.root = join(o.dir, 'root');
     this.state = join(o.dir, 'run', 'containerd');
-    this.socket = join(this.state, 'containerd.sock');
+    this.socketPath = join(this.state, 'containerd.sock');
     this.rkState = join(o.dir, 'run', 'rootlesskit');
     this.config = join(o.dir, 'config.toml');
-    this.endpoint = `unix://${this.socket}`;
+    this.endpoint = `unix://${this.socketPath}`;
   }
 
   private async writeConfig(): Promise<void> {
@@ -54,6 +64,8 @@ export class ContainerdRuntime extends CriRuntime {
       join(certs, this.o.registry, 'hosts.toml'),
       `server = "http://${this.o.registry}"\n\n[host."http://${this.o.registry}"]\n  capabilities = ["pull", "resolve"]\n`,
     );
+    const netd = join(this.o.dir, 'cni', 'net.d');
+    await writeConflist(netd, { networkName: 'containerd-bench', bridge: 'cni0', podCIDR: '10.88.0.0/16', mtu: 65520, ipamDataDir: join(this.o.dir, 'cni', 'ipam') });
     const cri = 'plugins."io.containerd.grpc.v1.cri"';
     await writeFile(
       this.config,
@@ -64,9 +76,9 @@ export class ContainerdRuntime extends CriRuntime {
         // Plugins that need root or hardware this host has not; they would only log errors.
         'disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs"]',
         '[grpc]',
-        `  address = "${this.socket}"`,
+        `  address = "${this.socketPath}"`,
         '[ttrpc]',
-        `  address = "${this.socket}.ttrpc"`,
+        `  address = "${this.socketPath}.ttrpc"`,
         '[debug]',
         // debug: "diff applied" and the fetch lines, for the timeline.
         '  level = "debug"',
@@ -77,6 +89,10 @@ export class ContainerdRuntime extends CriRuntime {
         '  disable_cgroup = true',
         '  disable_apparmor = true',
         '  restrict_oom_score_adj = true',
+        ...(this.o.sandboxImage ? [`  sandbox_image = "${this.o.sandboxImage}"`] : []),
+        `[${cri}.cni]`,
+        `  bin_dir = "${cniBinDir}"`,
+        `  conf_dir = "${netd}"`,
         `[${cri}.containerd]`,
         '  snapshotter = "overlayfs"',
         `[${cri}.registry]`,
@@ -101,8 +117,16 @@ export class ContainerdRuntime extends CriRuntime {
       '--slirp4netns-seccomp=auto',
       '--copy-up=/etc',
       '--copy-up=/run',
+      // What containerd-rootless.sh adds for the CRI plugin: CNI keeps its cache in /var/lib/cni.
+      '--copy-up=/var/lib',
       '--propagation=rslave',
       '--port-driver=builtin',
+      // As containerd-rootless.sh does: the copied-up folders hold links to the host's entries;
+      // drop those containerd must own (the host's /run/netns is root's where the test bed made
+      // a netns), then become containerd, so rootlesskit's child_pid is containerd.
+      'sh',
+      '-c',
+      'rm -f /run/netns /run/containerd /var/lib/cni /var/lib/containerd && exec "$0" "$@"',
       this.o.containerd ?? 'containerd',
       '-c',
       this.config,
@@ -121,8 +145,15 @@ export class ContainerdRuntime extends CriRuntime {
       await sleep(100);
     }
     const childPid = Number((await readFile(join(this.rkState, 'child_pid'), 'utf8')).trim());
+    this.childPid = childPid;
     this.userNs = await readlink(`/proc/${childPid}/ns/user`);
     for (const p of await processesOf(process.getuid!())) if (p.ppid === child.pid && p.pid !== childPid) this.helpers.set(p.pid, p.cmdline);
+  }
+
+  /** rootlesskit's child is containerd itself: its namespaces are the node namespace. */
+  async nodeNamespace(): Promise<{ pid: number; portApiSocket: string }> {
+    if (this.childPid === undefined) throw new Error('containerd is not running');
+    return { pid: this.childPid, portApiSocket: join(this.rkState, 'api.sock') };
   }
 
   /** The snapshotter the CRI plugin uses (crictl info → config.containerd.snapshotter). */
@@ -138,7 +169,7 @@ export class ContainerdRuntime extends CriRuntime {
     const blobs = (await list(join(content, 'blobs', 'sha256'))).map((n) => `sha256:${n}`);
     blobs.push(...(await list(join(content, 'ingest'))).map((n) => `ingest ${n}`));
     // What the metadata store still lists, over the API, in CRI's namespace.
-    const ctr = await run(this.o.ctr ?? 'ctr', ['--address', this.socket, '--namespace', 'k8s.io', 'content', 'ls', '--quiet'], { timeoutMs: 30000 });
+    const ctr = await run(this.o.ctr ?? 'ctr', ['--address', this.socketPath, '--namespace', 'k8s.io', 'content', 'ls', '--quiet'], { timeoutMs: 30000 });
     if (ctr.code !== 0) throw new Error(`ctr content ls failed: ${ctr.stderr}`);
     for (const d of ctr.stdout.split('\n').map((l) => l.trim())) if (d && !blobs.includes(d)) blobs.push(`${d} (metadata)`);
     const layers = (await list(join(this.root, 'io.containerd.snapshotter.v1.overlayfs', 'snapshots'))).map((n) => `snapshot ${n}`);
@@ -185,23 +216,7 @@ export class ContainerdRuntime extends CriRuntime {
         await this.exited;
       }
     }
-    if (this.userNs) {
-      for (let i = 0; i < 50; i++) {
-        const left = (await processesOf(process.getuid!())).filter((p) => p.userNs === this.userNs);
-        if (left.length === 0) break;
-        if (i === 49) {
-          for (const p of left) {
-            odd.push(`left in containerd's namespace after rootlesskit exited: pid ${p.pid} ${p.cmdline}; killed`);
-            try {
-              process.kill(p.pid, 'SIGKILL');
-            } catch {
-              // gone
-            }
-          }
-        }
-        await sleep(100);
-      }
-    }
+    odd.push(...(await this.namespaceLeftovers("containerd's namespace after rootlesskit exited")));
     for (const p of await processesOf(process.getuid!())) {
       if (this.helpers.get(p.pid) === p.cmdline) {
         odd.push(`rootlesskit's helper outlived it: pid ${p.pid} ${p.cmdline}; killed`);

@@ -47,6 +47,9 @@ export interface Proc {
   uid: number;
   userNs: string | undefined;
   cmdline: string;
+  /** /proc/PID/status Name and State letter (R, S, D, Z, …). */
+  name: string;
+  state: string;
 }
 
 /** Every process of `uid` this process can see, with its user namespace. */
@@ -61,7 +64,9 @@ export async function processesOf(uid: number): Promise<Proc[]> {
       const ppid = Number(/^PPid:\s+(\d+)/m.exec(status)?.[1]);
       const userNs = await readlink(`/proc/${name}/ns/user`).catch(() => undefined);
       const cmdline = (await readFile(`/proc/${name}/cmdline`, 'utf8').catch(() => '')).replace(/\0/g, ' ').trim();
-      out.push({ pid: Number(name), ppid, uid: u, userNs, cmdline });
+      const comm = /^Name:\s+(.*)$/m.exec(status)?.[1] ?? '?';
+      const state = /^State:\s+(\S)/m.exec(status)?.[1] ?? '?';
+      out.push({ pid: Number(name), ppid, uid: u, userNs, cmdline, name: comm, state });
     } catch {
       // Gone meanwhile.
     }

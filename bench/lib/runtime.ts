@@ -1,11 +1,12 @@
 import { createWriteStream, type WriteStream } from 'node:fs';
 import type { ChildProcess } from 'node:child_process';
 
-import { run, type RunResult } from './proc.js';
+import { processesOf, run, sleep, type Proc, type RunResult } from './proc.js';
 
-// What the image benchmark needs of a CRI runtime: start it, pull and remove
-// through the real crictl, say what of an image it still stores, read its own
-// account of a pull from its log, stop it and leave nothing behind.
+// What the benchmarks need of a CRI runtime: start it, reach its socket (crictl
+// and the project's gRPC client), say what of an image it still stores, read
+// its own account of a pull from its log, enter its node namespace, forward a
+// host port into it, list its processes, stop it and leave nothing behind.
 
 export interface Leftovers {
   /** Content blobs (sha256:…) still stored. */
@@ -30,8 +31,14 @@ export abstract class CriRuntime {
   abstract readonly name: string;
   /** unix://… */
   abstract readonly endpoint: string;
+  /** The CRI socket's path (for proto/client.ts). */
+  abstract readonly socketPath: string;
   protected logText = '';
   protected logFile: WriteStream | undefined;
+  /** The process the benchmark spawned (usernode run; rootlesskit for containerd). */
+  protected child: ChildProcess | undefined;
+  /** The node namespace's user namespace, as /proc/PID/ns/user reads. */
+  protected userNs: string | undefined;
 
   constructor(
     readonly crictl: string,
@@ -44,9 +51,53 @@ export abstract class CriRuntime {
   /** The runtime's account of the pull of `ref` whose log starts at `logOffset`. */
   abstract account(ref: string, logOffset: number): PullAccount;
   abstract version(): Promise<string>;
+  /** The node namespace: a process to `nsenter -U -m -n -t`, and rootlesskit's port API socket. */
+  abstract nodeNamespace(): Promise<{ pid: number; portApiSocket: string }>;
+
+  /** argv prefix that runs a command in the node namespace: the same nsenter for every runtime. */
+  async enterArgv(): Promise<string[]> {
+    return ['nsenter', '--preserve-credentials', '-U', '-m', '-n', '-t', String((await this.nodeNamespace()).pid), '--'];
+  }
+
+  /**
+   * Every process of this runtime: what the benchmark spawned and its descendants
+   * (rootlesskit, slirp4netns, the agent) and everything in the node namespace's
+   * user namespace (the runtime, monitors, shims, the containers).
+   */
+  async processes(): Promise<Proc[]> {
+    const all = await processesOf(process.getuid!());
+    const ours = new Set<number>(this.child?.pid === undefined ? [] : [this.child.pid]);
+    for (let grown = true; grown; ) {
+      grown = false;
+      for (const p of all) if (!ours.has(p.pid) && (ours.has(p.ppid) || (this.userNs !== undefined && p.userNs === this.userNs))) (ours.add(p.pid), (grown = true));
+    }
+    return all.filter((p) => ours.has(p.pid));
+  }
 
   get log(): string {
     return this.logText;
+  }
+
+  /**
+   * After the runtime stopped: processes still in its user namespace 5 s on, killed and named.
+   * Zombies are not counted: dead already, they wait for this machine's init to reap them.
+   */
+  protected async namespaceLeftovers(where: string): Promise<string[]> {
+    if (!this.userNs) return [];
+    let left: Proc[] = [];
+    for (let i = 0; i < 50; i++) {
+      left = (await processesOf(process.getuid!())).filter((p) => p.userNs === this.userNs && p.state !== 'Z');
+      if (left.length === 0) return [];
+      await sleep(100);
+    }
+    return left.map((p) => {
+      try {
+        process.kill(p.pid, 'SIGKILL');
+      } catch {
+        // gone
+      }
+      return `left in ${where}: pid ${p.pid} (${p.name}, state ${p.state}) ${p.cmdline}; killed`;
+    });
   }
 
   protected captureLog(child: ChildProcess, path: string): void {

@@ -1,8 +1,8 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 
-import { processesOf, run, sleep } from './proc.js';
+import { run, sleep } from './proc.js';
 import { CriRuntime, parseLogLine, type Leftovers, type PullAccount } from './runtime.js';
 
 // usernode as the benchmark runs it: the real `bin/usernode run` of this tree,
@@ -21,10 +21,9 @@ export interface UsernodeOptions {
 export class UsernodeRuntime extends CriRuntime {
   readonly name = 'usernode';
   readonly endpoint: string;
+  readonly socketPath: string;
   readonly env: NodeJS.ProcessEnv;
-  private child: ChildProcess | undefined;
   private exited: Promise<void> | undefined;
-  private userNs: string | undefined;
 
   constructor(private readonly o: UsernodeOptions) {
     super(o.crictl, join(o.dir, 'crictl.yaml'));
@@ -34,7 +33,8 @@ export class UsernodeRuntime extends CriRuntime {
       XDG_DATA_HOME: join(o.dir, 'data'),
       XDG_CONFIG_HOME: join(o.dir, 'config'),
     };
-    this.endpoint = `unix://${join(o.dir, 'run', 'usernode', 'cri.sock')}`;
+    this.socketPath = join(o.dir, 'run', 'usernode', 'cri.sock');
+    this.endpoint = `unix://${this.socketPath}`;
   }
 
   private get dataDir(): string {
@@ -64,8 +64,17 @@ export class UsernodeRuntime extends CriRuntime {
       if (Date.now() > deadline) throw new Error(`usernode run was not ready after 120 s:\n${this.logText}`);
       await sleep(50);
     }
-    const rec = JSON.parse(await readFile(join(this.o.dir, 'run', 'usernode', 'node-namespace.json'), 'utf8')) as { userNs: string };
-    this.userNs = rec.userNs;
+    this.userNs = (await this.nodeNamespaceRecord()).userNs;
+  }
+
+  private async nodeNamespaceRecord(): Promise<{ userNs: string; holderPid: number }> {
+    return JSON.parse(await readFile(join(this.o.dir, 'run', 'usernode', 'node-namespace.json'), 'utf8')) as { userNs: string; holderPid: number };
+  }
+
+  /** The holder process whose namespaces the runtime half joins (what `usernode enter` enters); rootlesskit's state is run/usernode/rootlesskit. */
+  async nodeNamespace(): Promise<{ pid: number; portApiSocket: string }> {
+    const r = await this.nodeNamespaceRecord();
+    return { pid: r.holderPid, portApiSocket: join(this.o.dir, 'run', 'usernode', 'rootlesskit', 'api.sock') };
   }
 
   /** The snapshotter usernode chose (crictl info → snapshotter), to put in the report. */
@@ -127,17 +136,7 @@ export class UsernodeRuntime extends CriRuntime {
         await this.exited;
       }
     }
-    if (this.userNs) {
-      const left = (await processesOf(process.getuid!())).filter((p) => p.userNs === this.userNs);
-      for (const p of left) {
-        odd.push(`left in the node namespace after usernode stop: pid ${p.pid} ${p.cmdline}; killed`);
-        try {
-          process.kill(p.pid, 'SIGKILL');
-        } catch {
-          // gone
-        }
-      }
-    }
+    odd.push(...(await this.namespaceLeftovers('the node namespace after usernode stop')));
     this.logFile?.end();
     return odd;
   }
