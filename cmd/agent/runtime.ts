@@ -33,6 +33,7 @@ import { serveMetrics } from '../../pkg/metrics/server.js';
 import type { CriContext, RuntimeHealth } from '../../pkg/cri/context.js';
 import { createLogger } from '../../pkg/log/logger.js';
 import { checkPodNetwork, writeConflist } from '../../pkg/netns/cni/conflist.js';
+import { ensurePodEgress } from '../../pkg/netns/pod_egress.js';
 import type { NodeNamespace } from '../../pkg/netns/node_namespace.js';
 import { detectCgroups } from '../../pkg/sandbox/cgroups.js';
 import { StatsCollector } from '../../pkg/sandbox/stats_collector.js';
@@ -71,6 +72,7 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
     mtu: c.network.mtu,
     ipamDataDir: p.cniIpamDir,
   });
+  await ensurePodEgress(c.tools.iptables ?? '/usr/sbin/iptables', c.network.podCIDR);
   const probed = c.snapshotter === 'copy' ? { snapshotter: 'copy' as const, reason: 'set in the config file' } : await chooseSnapshotter(join(p.snapshotsDir, 'tmp'), { mount: c.tools.mount, umount: c.tools.umount, mknod: c.tools.mknod });
   if (c.snapshotter === 'overlayfs' && probed.snapshotter !== 'overlayfs') {
     log.error('overlayfs was asked for in the config file but cannot be used here; using copy', { reason: probed.reason });

@@ -26,7 +26,8 @@ export function buildConflist(o: PodNetworkOptions): object {
         type: 'bridge',
         bridge: o.bridge,
         isGateway: true,
-        ipMasq: true,
+        // Masquerading is one chain for the whole pod CIDR (pod_egress.ts), not nine iptables runs per pod.
+        ipMasq: false,
         hairpinMode: true,
         mtu: o.mtu,
         ipam: {
