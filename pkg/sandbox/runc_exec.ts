@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
@@ -21,6 +21,36 @@ export interface ExecResult {
 
 const maxOutput = 16 * 1024 * 1024;
 
+/**
+ * Ends an exec'd command: killing `runc exec` leaves it running, so the
+ * command itself (its pid from --pid-file) is killed. The pid file appears once
+ * the process runs; until then (or if runc is stuck) keep trying, and after a
+ * while take runc itself down.
+ */
+export async function killExecCommand(pidFile: string, exited: () => boolean, runcProcess: ChildProcess): Promise<void> {
+  for (let i = 0; i < 50 && !exited(); i++) {
+    const pid = Number.parseInt(await readFile(pidFile, 'utf8').catch(() => ''), 10);
+    if (pid > 0) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // Gone already.
+      }
+      return;
+    }
+    await sleep(100);
+  }
+  if (!exited()) runcProcess.kill('SIGKILL');
+}
+
+/** The exit code a user expects of a command runc could not start (as a shell gives: 127 not found, 126 not executable). */
+export function execExitCode(code: number | null, signal: NodeJS.Signals | null, runcStderr: string): number {
+  const c = code ?? (signal ? 128 + 9 : 1);
+  if (code === 255 && /executable file not found|no such file or directory/.test(runcStderr)) return 127;
+  if (code === 255 && /permission denied/.test(runcStderr)) return 126;
+  return c;
+}
+
 export async function runcExecSync(runc: string, root: string, bundle: string, id: string, cmd: readonly string[], timeoutSeconds: number, signal?: AbortSignal): Promise<ExecResult> {
   const spec = JSON.parse(await readFile(join(bundle, 'config.json'), 'utf8')) as { process: Record<string, unknown> };
   const proc = { ...spec.process, args: cmd, terminal: false };
@@ -32,23 +62,7 @@ export async function runcExecSync(runc: string, root: string, bundle: string, i
     return await new Promise<ExecResult>((resolve, reject) => {
       const child = spawn(runc, ['--root', root, 'exec', '--process', procFile, '--pid-file', pidFile, id], { stdio: ['ignore', 'pipe', 'pipe'] });
       let exited = false;
-      const killCommand = async (): Promise<void> => {
-        // The pid file appears once the process runs; until then (or if runc
-        // is stuck) keep trying, and after a while take runc itself down.
-        for (let i = 0; i < 50 && !exited; i++) {
-          const pid = Number.parseInt(await readFile(pidFile, 'utf8').catch(() => ''), 10);
-          if (pid > 0) {
-            try {
-              process.kill(pid, 'SIGKILL');
-            } catch {
-              // Gone already.
-            }
-            return;
-          }
-          await sleep(100);
-        }
-        if (!exited) child.kill('SIGKILL');
-      };
+      const killCommand = (): Promise<void> => killExecCommand(pidFile, () => exited, child);
       const out: Buffer[] = [];
       const err: Buffer[] = [];
       let size = 0;
@@ -75,11 +89,7 @@ export async function runcExecSync(runc: string, root: string, bundle: string, i
           return;
         }
         const stderr = Buffer.concat(err);
-        // runc's own failure (e.g. the executable is missing) is the exit code a user expects: 126/127 as a shell gives.
-        const text = stderr.toString();
-        let exitCode = code ?? (sig ? 128 + 9 : 1);
-        if (code === 255 && /executable file not found|no such file or directory/.test(text)) exitCode = 127;
-        else if (code === 255 && /permission denied/.test(text)) exitCode = 126;
+        const exitCode = execExitCode(code, sig, stderr.toString());
         resolve({ stdout: Buffer.concat(out), stderr, exitCode });
       });
     });

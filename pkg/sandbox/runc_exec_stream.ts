@@ -6,6 +6,7 @@ import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { runTool } from '../netns/exec_tool.js';
+import { execExitCode, killExecCommand } from './runc_exec.js';
 
 // An interactive command in a running container (the streaming Exec): runc
 // exec with the container's process settings and the new argv, its stdio
@@ -55,20 +56,10 @@ export async function startStreamExec(o: StreamExecOptions): Promise<StreamExec>
   });
   const exit = new Promise<number>((resolve) => {
     child.on('error', () => resolve(126));
-    child.on('close', (code, sig) => {
-      let c = code ?? (sig ? 128 + 9 : 1);
-      // runc's own failure to start the command: what a shell would answer.
-      if (code === 255 && /executable file not found|no such file or directory/.test(stderrText)) c = 127;
-      else if (code === 255 && /permission denied/.test(stderrText)) c = 126;
-      resolve(c);
-    });
+    child.on('close', (code, sig) => resolve(execExitCode(code, sig, stderrText)));
   });
   void exit.finally(() => Promise.all([rm(procFile, { force: true }), rm(pidFile, { force: true })]));
 
-  const commandPid = async (): Promise<number | undefined> => {
-    const pid = Number.parseInt(await readFile(pidFile, 'utf8').catch(() => ''), 10);
-    return pid > 0 ? pid : undefined;
-  };
   let done = false;
   void exit.then(() => (done = true));
   return {
@@ -90,22 +81,8 @@ export async function startStreamExec(o: StreamExecOptions): Promise<StreamExec>
       if (!tty.startsWith('/dev/pts/')) return;
       await runTool(o.stty, ['-F', tty, 'rows', String(height), 'cols', String(width)]).catch(() => undefined);
     },
-    async kill(): Promise<void> {
-      if (done) return;
-      // Killing runc leaves the command running: it is the command that goes.
-      for (let i = 0; i < 50 && !done; i++) {
-        const pid = await commandPid();
-        if (pid) {
-          try {
-            process.kill(pid, 'SIGKILL');
-          } catch {
-            // Gone already.
-          }
-          break;
-        }
-        await sleep(100);
-      }
-      if (!done) child.kill('SIGKILL');
+    kill(): Promise<void> {
+      return killExecCommand(pidFile, () => done, child);
     },
   };
 }

@@ -6,19 +6,11 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
 import { criClients } from '../../proto/client.js';
-import { type AgentProcess, createContainer, eventually, processesOf, startBusyboxPod, type TestNode } from '../lib/agent.js';
+import { type AgentProcess, createContainer, eventually, freePort, processesOf, startBusyboxPod, type TestNode } from '../lib/agent.js';
 
 // Containers end to end: the real agent as this user, real runc under real
 // conmon, in a real pod on the bridge, from an image pulled from the test
 // registry; crictl drives it as a user would.
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 interface Inspect {
   status: { state: string; exitCode: number; reason: string; logPath: string; startedAt: string; finishedAt: string };

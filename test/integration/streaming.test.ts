@@ -1,24 +1,15 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { createServer, type AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 
 import { WebSocket } from 'ws';
 
 import { criClients } from '../../proto/client.js';
-import { type AgentProcess, createContainer, eventually, exec, startBusyboxPod, type TestNode } from '../lib/agent.js';
+import { type AgentProcess, createContainer, eventually, exec, freePort, startBusyboxPod, type TestNode } from '../lib/agent.js';
 
 // Exec, Attach and PortForward end to end: the real agent, the real crictl
 // (SPDY, its default, and WebSocket with -r websocket) on the user's host,
 // talking to the streaming URL the runtime hands out.
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 const transports = ['spdy', 'websocket'] as const;
 

@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 
 import { findRepoRoot } from './proto_compare.js';
@@ -222,4 +223,13 @@ export async function createContainer(node: TestNode, pod: string, podFile: stri
   const r = await node.crictl(['create', pod, f, podFile]);
   if (r.code !== 0) throw new Error(`crictl create: ${r.stderr}`);
   return r.stdout.trim();
+}
+
+/** A TCP port on 127.0.0.1 that was free a moment ago. */
+export async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const port = (s.address() as AddressInfo).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
 }
