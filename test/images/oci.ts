@@ -114,9 +114,14 @@ export async function tarball(entries: readonly LayerEntry[]): Promise<Buffer> {
         case 'symlink':
           pack.entry({ ...common, name: e.path, type: 'symlink', mode: 0o777, uid: 0, gid: 0, linkname: e.target }, cb);
           break;
-        case 'hardlink':
-          pack.entry({ ...common, name: e.path, type: 'link', mode: 0o644, uid: 0, gid: 0, linkname: e.target }, cb);
+        case 'hardlink': {
+          // As tar writes it: the link's header carries its file's mode and
+          // owner (containerd applies them to the file when it makes the link).
+          const t = sorted.find((x) => x.path === e.target);
+          const meta = t && t.type === 'file' ? { mode: t.mode ?? 0o644, uid: t.uid ?? 0, gid: t.gid ?? 0 } : { mode: 0o644, uid: 0, gid: 0 };
+          pack.entry({ ...common, name: e.path, type: 'link', ...meta, linkname: e.target }, cb);
           break;
+        }
       }
     });
   }
