@@ -1,3 +1,4 @@
+import { watch, type FSWatcher } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -41,14 +42,32 @@ export async function stopRecord(r0: ContainerRecord, timeoutSeconds: number, c:
   return r;
 }
 
+/** Until conmon writes the container's exit file (inotify on the exit folder, a slow poll behind it), or `ms`. */
 async function waitForExit(id: string, c: ContainerRuntime, ms: number): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
+  const file = join(c.exitDir, id);
+  const present = (): Promise<boolean> => stat(file).then(
+    () => true,
+    () => false,
+  );
+  if (await present()) return;
+  await new Promise<void>((resolve) => {
+    let watcher: FSWatcher | undefined;
+    const finish = (): void => {
+      clearTimeout(timer);
+      clearInterval(poll);
+      watcher?.close();
+      resolve();
+    };
+    const check = (): void => void present().then((yes) => yes && finish());
+    const timer = setTimeout(finish, ms);
+    const poll = setInterval(check, 250);
     try {
-      await stat(join(c.exitDir, id));
-      return;
+      watcher = watch(c.exitDir, { persistent: false }, (_event, name) => name === id && check());
+      watcher.on('error', () => undefined);
     } catch {
-      await new Promise((r) => setTimeout(r, 50));
+      // The poll finds it.
     }
-  }
+    // Written between the first look and the watch.
+    check();
+  });
 }

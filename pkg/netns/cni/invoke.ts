@@ -63,12 +63,22 @@ export class CniNetwork {
     return this.list.name;
   }
 
+  /**
+   * The plugins an attachment runs through. A plugin that is in the list only
+   * for a capability (portmap: portMappings) has nothing to do for a pod that
+   * does not use it, and is skipped on ADD, CHECK and DEL alike: portmap costs
+   * an exec and its iptables runs on every pod start and stop otherwise.
+   */
+  private pluginsFor(a: AttachmentArgs): PluginConf[] {
+    return this.list.plugins.filter((p) => !(p.type === 'portmap' && a.portMappings.length === 0));
+  }
+
   /** ADD through the whole list; on a failure midway the plugins already run are deleted again. */
   async add(a: AttachmentArgs): Promise<CniResult> {
     let prev: CniResult | undefined;
     const done: PluginConf[] = [];
     try {
-      for (const p of this.list.plugins) {
+      for (const p of this.pluginsFor(a)) {
         prev = (await this.exec('ADD', p, a, prev)) ?? prev;
         done.push(p);
       }
@@ -83,7 +93,7 @@ export class CniNetwork {
   /** DEL through the list in reverse; plugins treat missing state as success (spec). */
   async del(a: AttachmentArgs, prevResult: CniResult | undefined): Promise<void> {
     const errors: string[] = [];
-    for (const p of [...this.list.plugins].reverse()) {
+    for (const p of [...this.pluginsFor(a)].reverse()) {
       try {
         await this.exec('DEL', p, a, prevResult);
       } catch (e: unknown) {
@@ -95,7 +105,7 @@ export class CniNetwork {
 
   /** CHECK through the list in order (recovery: is the pod's network still what ADD made?). */
   async check(a: AttachmentArgs, prevResult: CniResult): Promise<void> {
-    for (const p of this.list.plugins) await this.exec('CHECK', p, a, prevResult);
+    for (const p of this.pluginsFor(a)) await this.exec('CHECK', p, a, prevResult);
   }
 
   /** The loopback plugin on "lo", outside the list (it belongs to no network). */
