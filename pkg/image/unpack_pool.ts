@@ -17,9 +17,18 @@ export class UnpackPool {
   private readonly workers: Worker[] = [];
   private readonly load = new Map<Worker, number>();
   private readonly pending = new Map<number, Pending & { worker: Worker }>();
+  private readonly idleTimers = new Map<Worker, NodeJS.Timeout>();
   private nextId = 1;
 
-  constructor(private readonly size = Math.max(1, Math.min(4, availableParallelism()))) {}
+  /**
+   * `idleMs`: a worker with nothing to do for that long is ended. Pulls come
+   * in bursts; between them an idle worker is a V8 isolate (tens of MiB) for
+   * nothing, and a new one starts in tens of milliseconds.
+   */
+  constructor(
+    private readonly size = Math.max(1, Math.min(4, availableParallelism())),
+    private readonly idleMs = 5000,
+  ) {}
 
   run(job: UnpackJob, signal?: AbortSignal): Promise<UnpackJobResult> {
     const worker = this.pick();
@@ -31,7 +40,9 @@ export class UnpackPool {
       signal?.addEventListener('abort', onAbort, { once: true });
       const done = (): void => {
         signal?.removeEventListener('abort', onAbort);
-        this.load.set(worker, (this.load.get(worker) ?? 1) - 1);
+        const left = (this.load.get(worker) ?? 1) - 1;
+        this.load.set(worker, left);
+        if (left === 0) this.retireLater(worker);
       };
       const p = this.pending.get(id)!;
       p.resolve = (r) => {
@@ -46,19 +57,48 @@ export class UnpackPool {
     });
   }
 
+  /** Workers alive now. */
+  get workerCount(): number {
+    return this.workers.length;
+  }
+
   /** Stops the workers; jobs still running fail. */
   async close(): Promise<void> {
+    for (const t of this.idleTimers.values()) clearTimeout(t);
+    this.idleTimers.clear();
     await Promise.all(this.workers.map((w) => w.terminate()));
     this.workers.length = 0;
   }
 
   private pick(): Worker {
+    const w = this.choose();
+    clearTimeout(this.idleTimers.get(w));
+    this.idleTimers.delete(w);
+    return w;
+  }
+
+  private choose(): Worker {
     if (this.workers.length < this.size) {
       const idle = this.workers.find((w) => (this.load.get(w) ?? 0) === 0);
       if (idle) return idle;
       return this.spawn();
     }
     return this.workers.reduce((a, b) => ((this.load.get(a) ?? 0) <= (this.load.get(b) ?? 0) ? a : b));
+  }
+
+  private retireLater(w: Worker): void {
+    clearTimeout(this.idleTimers.get(w));
+    const t = setTimeout(() => {
+      this.idleTimers.delete(w);
+      if ((this.load.get(w) ?? 0) !== 0) return;
+      const i = this.workers.indexOf(w);
+      if (i >= 0) this.workers.splice(i, 1);
+      this.load.delete(w);
+      w.removeAllListeners('exit');
+      void w.terminate();
+    }, this.idleMs);
+    t.unref();
+    this.idleTimers.set(w, t);
   }
 
   private spawn(): Worker {

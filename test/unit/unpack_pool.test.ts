@@ -90,4 +90,24 @@ describe('UnpackPool', () => {
     ctl.abort();
     await assert.rejects(running);
   });
+
+  test('ends workers that sat idle, and starts one again for the next job', async () => {
+    const quick = new UnpackPool(2, 50);
+    try {
+      const blob = join(dir, 'idle.tgz');
+      await writeFile(blob, gzipSync(await tarOf([{ name: 'idle', body: 'x' }])));
+      const first = join(dir, 'idle-fs1');
+      await mkdir(first);
+      await quick.run(job(blob, first));
+      assert.equal(quick.workerCount, 1);
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(quick.workerCount, 0, 'an idle worker was kept');
+      const second = join(dir, 'idle-fs2');
+      await mkdir(second);
+      await quick.run(job(blob, second));
+      assert.equal(await readFile(join(second, 'idle'), 'utf8'), 'x');
+    } finally {
+      await quick.close();
+    }
+  });
 });
