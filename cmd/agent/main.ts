@@ -2,14 +2,8 @@
 import { parseArgs } from 'node:util';
 
 import { isDomainError, messageOf } from '../../pkg/errdefs/errors.js';
-import { check } from './check.js';
 import { loadConfig } from './config.js';
-import { enter } from './enter.js';
-import { imageCommand } from './image.js';
 import { rootRefusal } from './rootless.js';
-import { runNode } from './run.js';
-import { runRuntime } from './runtime.js';
-import { stop } from './stop.js';
 import { agentVersion } from './version.js';
 
 // usernode: a Kubernetes node an ordinary Linux user can run.
@@ -54,7 +48,8 @@ async function main(argv: string[]): Promise<number> {
     // Internal: the runtime half, started by `run` inside the node namespace.
     const { values } = parse(command, rest, { 'resolved-config': { type: 'string' } });
     if (typeof values['resolved-config'] !== 'string') throw new UsageError('usernode runtime: --resolved-config is required');
-    return runRuntime(values['resolved-config']);
+    // Each command loads only its own modules: the node half never holds the runtime's (images, CRI, streaming), and the other way round.
+    return (await import('./runtime.js')).runRuntime(values['resolved-config']);
   }
   if (!['run', 'check', 'enter', 'stop', 'image'].includes(command)) throw new UsageError(`usernode: unknown command "${command}"\n\n${usage}`);
 
@@ -88,15 +83,15 @@ async function main(argv: string[]): Promise<number> {
   });
   switch (command) {
     case 'run':
-      return runNode(config, process.env);
+      return (await import('./run.js')).runNode(config, process.env);
     case 'check':
-      return check(config, process.env);
+      return (await import('./check.js')).check(config, process.env);
     case 'enter':
-      return enter(config, process.env, tail);
+      return (await import('./enter.js')).enter(config, process.env, tail);
     case 'stop':
-      return stop(config, process.env);
+      return (await import('./stop.js')).stop(config, process.env);
     case 'image':
-      return imageCommand(config, positionals[0], positionals.slice(1), values.name as string | undefined);
+      return (await import('./image.js')).imageCommand(config, positionals[0], positionals.slice(1), values.name as string | undefined);
     default:
       return 2;
   }

@@ -2,7 +2,7 @@ import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 
 import { criVersion } from '../../proto/client.js';
-import { prepareSocketPath } from '../../pkg/cri/server.js';
+import { prepareSocketPath } from '../../pkg/cri/socket_path.js';
 import { createLogger } from '../../pkg/log/logger.js';
 import { enterArgv } from '../../pkg/netns/node_namespace.js';
 import { terminate } from '../../pkg/netns/procfs.js';
