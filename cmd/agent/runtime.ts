@@ -36,6 +36,7 @@ import { checkPodNetwork, writeConflist } from '../../pkg/netns/cni/conflist.js'
 import { ensurePodEgress } from '../../pkg/netns/pod_egress.js';
 import type { NodeNamespace } from '../../pkg/netns/node_namespace.js';
 import { detectCgroups } from '../../pkg/sandbox/cgroups.js';
+import { prepareContainerCgroups } from '../../pkg/sandbox/cgroup_tree.js';
 import { StatsCollector } from '../../pkg/sandbox/stats_collector.js';
 import { runtimeDefaultSeccomp } from '../../pkg/sandbox/seccomp_default.js';
 import { idCountOf } from '../../pkg/cri/pod_userns.js';
@@ -140,7 +141,9 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
   for (const d of [p.bundlesDir, p.exitDir, p.attachDir, p.runcRoot]) await mkdir(d, { recursive: true, mode: 0o700 });
   const runc = c.tools.runc ?? '/usr/sbin/runc';
   const cgroups = await detectCgroups();
-  if (!cgroups.canEnforceLimits) log.warn('resource limits will not be enforced', { reason: cgroups.reason });
+  const containerCgroups = await prepareContainerCgroups(cgroups);
+  if (containerCgroups.canEnforceLimits) log.info('containers get cgroups of their own: limits are enforced', { under: containerCgroups.path });
+  else log.warn('resource limits will not be enforced', { reason: containerCgroups.reason });
   const containers: ContainerRuntime = {
     store: containerStore,
     rootfs: new ContainerRootfs({ root: p.snapshotsDir, viewRoot: '/run/usernode/userns', snapshotter: snap.snapshotter, mount: c.tools.mount ?? '/bin/mount', umount: c.tools.umount ?? '/bin/umount', cp: c.tools.cp ?? '/bin/cp' }),
@@ -149,7 +152,7 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
     bundlesDir: p.bundlesDir,
     exitDir: p.exitDir,
     socketDir: p.attachDir,
-    cgroups: { canEnforceLimits: false },
+    cgroups: containerCgroups.canEnforceLimits ? { canEnforceLimits: true, path: containerCgroups.path! } : { canEnforceLimits: false },
     seccompDefault: runtimeDefaultSeccomp,
     runc,
     runcRoot: p.runcRoot,
@@ -222,7 +225,7 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
       }),
       nodeNamespace: JSON.stringify({ driver: 'rootlesskit', ...ns, uidMap: uidMap.trim().split('\n').map((l) => l.trim().split(/\s+/).map(Number)) }),
       cniconfig: await readFile(conflist, 'utf8').then((t) => JSON.stringify(JSON.parse(t))),
-      rootless: JSON.stringify({ cgroups, unenforced: cgroups.canEnforceLimits ? [] : ['cpu', 'memory', 'pids', 'hugepages'] }),
+      rootless: JSON.stringify({ cgroups, containerCgroups, unenforced: containerCgroups.canEnforceLimits ? ['hugepages'] : ['cpu', 'memory', 'pids', 'hugepages'] }),
       snapshotter: JSON.stringify(snap),
       stats: JSON.stringify(containers.stats.describe()),
       registries: JSON.stringify(c.registries),
