@@ -132,6 +132,7 @@ export async function createContainer(req: CreateContainerRequest__Output, ctx: 
       stopSignal: image.config.config?.StopSignal ?? 'SIGTERM',
       terminationMessagePath: termPath,
       config,
+      user: { uid: spec.process.user.uid, gid: spec.process.user.gid, additionalGids: spec.process.user.additionalGids ?? [] },
     };
     await c.store.add(record);
     undo.release();

@@ -44,5 +44,6 @@ export function containerStatusOf(r: ContainerRecord): ContainerStatus {
     })),
     logPath: r.logPath,
     resources: { linux: currentResources(r) },
+    ...(r.user ? { user: { linux: { uid: r.user.uid, gid: r.user.gid, supplementalGroups: r.user.additionalGids } } } : {}),
   };
 }

@@ -21,7 +21,8 @@ export async function status(req: StatusRequest__Output, ctx: CriContext): Promi
         },
       },
     ],
-    features: { supplementalGroupsPolicy: false },
+    // Merge (the image's /etc/group groups of the user added) and Strict (only the ones asked for); ContainerStatus reports the identity.
+    features: { supplementalGroupsPolicy: true },
   };
 }
 

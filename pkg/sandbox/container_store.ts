@@ -45,6 +45,8 @@ export interface ContainerRecord {
   stopSignal: string;
   terminationMessagePath: string;
   config: unknown;
+  /** The identity its process runs as (after the image's /etc/passwd and /etc/group and the supplemental groups policy). */
+  user?: { uid: number; gid: number; additionalGids: number[] };
   /**
    * The resources the container has now: its config's, then each
    * UpdateContainerResources merged in (CRI form). Absent: the config's.
