@@ -174,13 +174,18 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
   );
   const streamingForward = await exposeStreaming(streaming, pods.ports, log);
 
+  // Recursive read-only mounts are runc's "rro" (mount_setattr, kernel 5.12+): advertised when this runc has it.
+  const recursiveReadOnlyMounts = await runTool(runc, ['features'])
+    .then((r) => r.code === 0 && ((JSON.parse(r.stdout) as { mountOptions?: string[] }).mountOptions ?? []).includes('rro'))
+    .catch(() => false);
+
   let serving = false;
   const ctx: CriContext = {
     log: log.child('cri'),
     version: agentVersion,
     cgroupDriver: 'CGROUPFS',
     // Pods of their own user namespace (hostUsers: false), mapped inside the node's ids.
-    features: { userNamespaces: true, recursiveReadOnlyMounts: false },
+    features: { userNamespaces: true, recursiveReadOnlyMounts },
     dirs: { images: p.imagesDir, snapshots: p.snapshotsDir },
     images,
     pods,
