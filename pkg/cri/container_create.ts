@@ -1,10 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { dirname, isAbsolute, join } from 'node:path';
+import { dirname, isAbsolute, join, posix } from 'node:path';
 
 import type { CreateContainerRequest__Output, CreateContainerResponse } from '../../proto/types.js';
-import { alreadyExists, failedPrecondition, invalidArgument, messageOf, notFound } from '../errdefs/errors.js';
+import { alreadyExists, failedPrecondition, invalidArgument, messageOf, notFound, unimplemented } from '../errdefs/errors.js';
 import { buildOciSpecWithNotes, type CriContainerConfig } from '../sandbox/oci_spec.js';
 import type { ContainerRecord } from '../sandbox/container_store.js';
 import { CleanupStack } from './cleanup_stack.js';
@@ -29,8 +29,18 @@ export async function createContainer(req: CreateContainerRequest__Output, ctx: 
   if (clash) throw alreadyExists(`container ${config.metadata.name} (attempt ${config.metadata.attempt}) already exists in this pod (${clash.id})`, { field: 'config.metadata' });
   const image = ctx.images.status(imageName);
   if (!image) throw notFound(`image ${imageName} is not on this node; pull it first`, { field: 'config.image.image' });
+  /** Image volumes (a mount of an image, read-only): the image each names, by mount index. */
+  const volumeImages = new Map<number, NonNullable<ReturnType<typeof ctx.images.status>>>();
   for (const [i, m] of (config.mounts ?? []).entries()) {
     if (!isAbsolute(m.containerPath)) throw invalidArgument(`container_path "${m.containerPath}" must be absolute`, { field: `config.mounts[${i}].container_path` });
+    if (m.image?.image) {
+      if (!m.readonly) throw invalidArgument('an image volume is read-only: readonly must be set', { field: `config.mounts[${i}].readonly` });
+      if (sandbox.userns) throw unimplemented("image volumes in a pod with a user namespace of its own are not supported yet (the image's files are the node's ids)", { field: `config.mounts[${i}].image` });
+      const v = ctx.images.status(m.image.image);
+      if (!v) throw notFound(`image ${m.image.image} is not on this node; pull it first`, { field: `config.mounts[${i}].image.image` });
+      volumeImages.set(i, v);
+      continue;
+    }
     // A missing host path becomes a folder, as containerd and docker do; one that cannot be is the caller's error.
     if (isAbsolute(m.hostPath)) {
       await stat(m.hostPath).catch(async (e: NodeJS.ErrnoException) => {
@@ -49,6 +59,18 @@ export async function createContainer(req: CreateContainerRequest__Output, ctx: 
     const layers = ctx.images.layerPaths(image);
     const rootfs = await c.rootfs.prepare(id, layers, sandbox.userns);
     undo.push('rootfs', () => c.rootfs.remove(id));
+    // Image volumes become read-only binds of the image's merged tree (or of a folder in it).
+    const mounts = [...(config.mounts ?? [])];
+    for (const [i, v] of volumeImages) {
+      const m = mounts[i]!;
+      const tree = await c.rootfs.prepareImageVolume(id, i, ctx.images.layerPaths(v));
+      const sub = posix.normalize(m.imageSubPath || '.');
+      if (sub.startsWith('..') || posix.isAbsolute(sub)) throw invalidArgument(`image_sub_path "${m.imageSubPath}" must stay inside the image`, { field: `config.mounts[${i}].image_sub_path` });
+      const source = join(tree, sub);
+      const st = await stat(source).catch(() => undefined);
+      if (!st) throw invalidArgument(`image_sub_path "${m.imageSubPath}" does not exist in image ${m.image!.image}`, { field: `config.mounts[${i}].image_sub_path` });
+      mounts[i] = { ...m, hostPath: source, readonly: true, propagation: 'PROPAGATION_PRIVATE', image: null };
+    }
     const bundle = join(c.bundlesDir, id);
     await mkdir(bundle, { recursive: true, mode: 0o700 });
     undo.push('bundle', () => rm(bundle, { recursive: true, force: true }));
@@ -63,7 +85,7 @@ export async function createContainer(req: CreateContainerRequest__Output, ctx: 
     const { spec, notes } = buildOciSpecWithNotes({
       containerId: id,
       sandboxId: sandbox.id,
-      config: config as unknown as CriContainerConfig,
+      config: { ...config, mounts } as unknown as CriContainerConfig,
       sandbox: {
         hostname: sandbox.hostname,
         ...(sandbox.namespaces.net ? { netnsPath: sandbox.namespaces.net } : {}),
@@ -127,8 +149,12 @@ export async function createContainer(req: CreateContainerRequest__Output, ctx: 
       logPath,
       bundle,
       rootfs,
-      layers: image.layers.map((l) => l.chainId),
-      mounts: (config.mounts ?? []).map((m) => ({ containerPath: m.containerPath, hostPath: m.hostPath, readonly: m.readonly, propagation: m.propagation })),
+      // The image volumes' layers too: no image removal may take them away while the container exists.
+      layers: [...new Set([...image.layers, ...[...volumeImages.values()].flatMap((v) => v.layers)].map((l) => l.chainId))],
+      mounts: (config.mounts ?? []).map((m, i) => {
+        const v = volumeImages.get(i);
+        return { containerPath: m.containerPath, hostPath: v ? '' : m.hostPath, readonly: m.readonly, propagation: m.propagation, ...(v ? { image: m.image!.image, imageRef: v.id } : {}) };
+      }),
       stopSignal: image.config.config?.StopSignal ?? 'SIGTERM',
       terminationMessagePath: termPath,
       config,

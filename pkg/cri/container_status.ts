@@ -41,6 +41,7 @@ export function containerStatusOf(r: ContainerRecord): ContainerStatus {
       hostPath: m.hostPath,
       readonly: m.readonly,
       propagation: (propagations.has(m.propagation) ? m.propagation : 'PROPAGATION_PRIVATE') as 'PROPAGATION_PRIVATE',
+      ...(m.image ? { image: { image: m.image, imageRef: m.imageRef ?? '', annotations: {} } } : {}),
     })),
     logPath: r.logPath,
     resources: { linux: currentResources(r) },

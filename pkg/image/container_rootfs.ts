@@ -76,6 +76,23 @@ export class ContainerRootfs {
     return rootfs;
   }
 
+  /**
+   * An image volume (a CRI mount of an image): the image's merged tree,
+   * read-only — an overlay of its layers without an upper, or the layer itself
+   * when there is one (or the copy snapshotter's merged tree). Removed with the
+   * container.
+   */
+  async prepareImageVolume(id: string, index: number, layerDirs: readonly string[]): Promise<string> {
+    const top = layerDirs[layerDirs.length - 1];
+    if (!top) throw internal('the image has no layers', { field: `config.mounts[${index}].image` });
+    if (this.o.snapshotter !== 'overlayfs' || layerDirs.length === 1) return top;
+    const dir = join(this.dir(id), 'volumes', String(index));
+    await mkdir(dir, { recursive: true, mode: 0o755 });
+    const r = await runTool(this.o.mount, ['-t', 'overlay', 'overlay', '-o', `ro,userxattr,lowerdir=${[...layerDirs].reverse().join(':')}`, dir]);
+    if (r.code !== 0) throw internal(`mounting the image volume failed: ${r.stderr.trim()}`, { field: `config.mounts[${index}].image` });
+    return dir;
+  }
+
   /** A plain copy of the image's merged tree at `rootfs`: overlay layers merged through a read-only overlay of them. */
   private async copyMerged(d: string, layerDirs: readonly string[], rootfs: string): Promise<void> {
     let source = layerDirs[layerDirs.length - 1];
@@ -132,6 +149,7 @@ export class ContainerRootfs {
     for (const name of await readdir(view).catch(() => [])) await runTool(this.o.umount, [join(view, name)]).catch(() => undefined);
     await rm(view, { recursive: true, force: true });
     const d = this.dir(id);
+    for (const v of await readdir(join(d, 'volumes')).catch(() => [])) await runTool(this.o.umount, [join(d, 'volumes', v)]).catch(() => undefined);
     // Not mounted (a copy) is fine: umount fails and the folder goes.
     if (this.o.snapshotter === 'overlayfs') await runTool(this.o.umount, [join(d, 'rootfs')]).catch(() => undefined);
     await rm(d, { recursive: true, force: true });

@@ -41,7 +41,8 @@ export interface ContainerRecord {
   rootfs: string;
   /** Chain ids of the image layers its rootfs stands on (kept while it exists). */
   layers: string[];
-  mounts: Array<{ containerPath: string; hostPath: string; readonly: boolean; propagation: string }>;
+  /** image/imageRef: an image volume (hostPath empty), its image as asked for and the image's id. */
+  mounts: Array<{ containerPath: string; hostPath: string; readonly: boolean; propagation: string; image?: string; imageRef?: string }>;
   stopSignal: string;
   terminationMessagePath: string;
   config: unknown;

@@ -270,6 +270,22 @@ describe('usernode containers: create, start, logs, stop, remove, restarts', () 
     assert.match(r.stderr, /mounts\[0\]\.host_path/);
   });
 
+  it('mounts an image as a read-only volume (its programs run from it), and unmounts it with the container', async () => {
+    const id = await create('image-volume', ['sleep', '300'], { mounts: [{ container_path: '/iv', readonly: true, image: { image: busybox } }] });
+    assert.equal((await node.crictl(['start', id])).code, 0);
+    const ran = await node.crictl(['exec', '--sync', id, '/iv/bin/busybox', 'echo', 'from the volume']);
+    assert.equal(ran.stdout.trim(), 'from the volume');
+    const write = await node.crictl(['exec', '--sync', id, 'sh', '-c', 'touch /iv/x 2>&1 || true']);
+    assert.match(write.stdout, /Read-only file system/);
+    const st = JSON.parse((await node.crictl(['inspect', id])).stdout) as { status: { mounts: Array<{ containerPath: string; image?: { image: string; imageRef: string } }> } };
+    const m = st.status.mounts.find((x) => x.containerPath === '/iv');
+    assert.equal(m?.image?.image, busybox);
+    assert.match(m?.image?.imageRef ?? '', /^sha256:[0-9a-f]{64}$/);
+    assert.equal((await node.crictl(['rm', '-f', id])).code, 0);
+    const mounts = await node.enter(['cat', '/proc/self/mountinfo']);
+    assert.ok(!mounts.stdout.includes(id), 'a mount of the removed container is left');
+  });
+
   it('records the exit code of a container that ends by itself', async () => {
     const id = await create('quitter', ['sh', '-c', 'exit 3']);
     assert.equal((await node.crictl(['start', id])).code, 0);
