@@ -29,6 +29,12 @@ export interface AgentConfig {
   tools: ToolPaths & Record<(typeof helperTools)[number], string | undefined>;
   /** Where the node half serves /metrics (host, port); port 0 picks a free one. */
   metrics: { host: string; port: number };
+  /**
+   * The streaming server (Exec/Attach/PortForward URLs): the same address on
+   * the node namespace's side and, forwarded by rootlesskit, on the host's;
+   * port 0 picks one free on both.
+   */
+  streaming: { host: string; port: number };
   /** auto: overlayfs where the user namespace allows it, else copy. */
   snapshotter: 'auto' | 'overlayfs' | 'copy';
   /** Registry hosts: mirrors and plain HTTP (config file `registries`). */
@@ -91,7 +97,7 @@ export interface ConfigFlags {
 /** Tools the agent uses but `run` does not require: features that need one say so when it is missing. */
 const helperTools = ['sleep', 'mount', 'umount', 'mknod', 'mkfifo', 'setfattr', 'cp', 'unshare', 'socat', 'script', 'stty'] as const;
 const toolKeys = ['rootlesskit', 'slirp4netns', 'newuidmap', 'newgidmap', 'runc', 'conmon', 'catatonit', 'nsenter', 'iptables', ...helperTools] as const;
-const topKeys = ['criSocket', 'dataDir', 'runtimeDir', 'logLevel', 'network', 'tools', 'registries', 'snapshotter', 'metricsAddress'] as const;
+const topKeys = ['criSocket', 'dataDir', 'runtimeDir', 'logLevel', 'network', 'tools', 'registries', 'snapshotter', 'metricsAddress', 'streamingAddress'] as const;
 const networkKeys = ['mtu', 'podCIDR', 'bridge'] as const;
 
 export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.env): AgentConfig {
@@ -174,7 +180,8 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
     },
     registries: registriesOf(file, where),
     snapshotter: snapshotterOf(file, where),
-    metrics: metricsOf(file, where),
+    metrics: addressOf(file, 'metricsAddress', '127.0.0.1:10255', where),
+    streaming: addressOf(file, 'streamingAddress', '127.0.0.1:0', where),
   };
 }
 
@@ -233,10 +240,10 @@ function obj(t: Table, key: string, where: string, known: readonly string[]): Ta
   return v as Table;
 }
 
-function metricsOf(t: Table, where: string): AgentConfig['metrics'] {
-  const v = t.metricsAddress ?? '127.0.0.1:10255';
+function addressOf(t: Table, key: 'metricsAddress' | 'streamingAddress', fallback: string, where: string): { host: string; port: number } {
+  const v = t[key] ?? fallback;
   const m = typeof v === 'string' ? /^(\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:]+\]|localhost):(\d{1,5})$/.exec(v) : null;
-  if (!m || Number(m[2]) > 65535) throw bad(`must be host:port such as 127.0.0.1:10255, got ${JSON.stringify(v)}`, { field: `${where}: metricsAddress` });
+  if (!m || Number(m[2]) > 65535) throw bad(`must be host:port such as ${fallback}, got ${JSON.stringify(v)}`, { field: `${where}: ${key}` });
   return { host: m[1]!.replace(/^\[|\]$/g, ''), port: Number(m[2]) };
 }
 

@@ -172,7 +172,7 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
     }),
     log.child('streaming'),
   );
-  const streamingForward = await exposeStreaming(streaming, pods.ports, log);
+  const streamingForward = await exposeStreaming(streaming, pods.ports, c.streaming, log);
 
   // Recursive read-only mounts are runc's "rro" (mount_setattr, kernel 5.12+): advertised when this runc has it.
   const recursiveReadOnlyMounts = await runTool(runc, ['features'])
@@ -271,24 +271,28 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
  * network; it is NOTREADY now, so kubelet recreates it.
  */
 /**
- * Starts the streaming server on the node's 127.0.0.1 and forwards the same
- * port from the host's; a forward a previous runtime half left (loopback to
- * loopback, the same port) is taken down first. A port the host already uses
- * is tried again with another.
+ * Starts the streaming server in the node namespace and forwards the same
+ * port from the host (rootlesskit's port driver) at the configured address: a
+ * loopback or wildcard address is listened on as such in the node namespace;
+ * any other (one of the host's own) is the host side only. A forward a
+ * previous runtime half left (to the node's loopback, the same port) is taken
+ * down first. Port 0: any port free on both sides (tried up to five times).
  */
-async function exposeStreaming(streaming: StreamingServer, ports: PortManager, log: ReturnType<typeof createLogger>): Promise<number> {
+async function exposeStreaming(streaming: StreamingServer, ports: PortManager, address: { host: string; port: number }, log: ReturnType<typeof createLogger>): Promise<number> {
   for (const f of await ports.list()) {
-    if (f.hostIP === '127.0.0.1' && f.childIP === '127.0.0.1' && f.hostPort === f.childPort) await ports.remove(f.id).catch(() => undefined);
+    if (f.childIP === '127.0.0.1' && f.hostPort === f.childPort && (f.hostIP === address.host || f.hostIP === '127.0.0.1')) await ports.remove(f.id).catch(() => undefined);
   }
+  const inNode = address.host === '127.0.0.1' || address.host === '0.0.0.0' || address.host === 'localhost' ? address.host : '0.0.0.0';
+  const urlHost = address.host === '0.0.0.0' ? '127.0.0.1' : address.host;
   for (let attempt = 1; ; attempt++) {
-    const port = await streaming.listen('127.0.0.1', 0);
+    const port = await streaming.listen(inNode, address.port, urlHost);
     try {
-      const f = await ports.add({ protocol: 'tcp', hostIP: '127.0.0.1', hostPort: port, childIP: '127.0.0.1', childPort: port });
-      log.info('streaming server listening', { url: `http://127.0.0.1:${port}`, hostForward: f.id });
+      const f = await ports.add({ protocol: 'tcp', hostIP: address.host === 'localhost' ? '127.0.0.1' : address.host, hostPort: port, childIP: '127.0.0.1', childPort: port });
+      log.info('streaming server listening', { url: `http://${urlHost}:${port}`, hostForward: f.id });
       return f.id;
     } catch (e: unknown) {
       await streaming.close();
-      if (attempt >= 5) throw new Error(`the streaming server's port cannot be forwarded from the host: ${(e as Error).message}`);
+      if (address.port !== 0 || attempt >= 5) throw new Error(`the streaming server's port ${port} cannot be forwarded from the host (streamingAddress): ${(e as Error).message}`);
     }
   }
 }

@@ -65,8 +65,8 @@ export class StreamingServer {
     this.http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.upgrade(req, socket, head));
   }
 
-  /** Listens; resolves with the port (0: any free one). */
-  async listen(host: string, port: number): Promise<number> {
+  /** Listens; resolves with the port (0: any free one). `urlHost`: the host the URLs name (default: `host`). */
+  async listen(host: string, port: number, urlHost = host): Promise<number> {
     await new Promise<void>((resolve, reject) => {
       this.http.once('error', reject);
       this.http.listen(port, host, () => {
@@ -75,7 +75,7 @@ export class StreamingServer {
       });
     });
     const a = this.http.address() as AddressInfo;
-    this.base = `http://${host.includes(':') ? `[${host}]` : host}:${a.port}`;
+    this.base = `http://${urlHost.includes(':') ? `[${urlHost}]` : urlHost}:${a.port}`;
     return a.port;
   }
 

@@ -120,6 +120,39 @@ describe('usernode streaming: exec, attach, port-forward over SPDY and WebSocket
     assert.equal(st.status.state, 'CONTAINER_RUNNING');
   });
 
+  it('speaks every remote command version over WebSocket: v1 to v3 report the exit code as text, v4 and v5 as a Status', async () => {
+    const clients = criClients(node.socket);
+    try {
+      for (const version of ['v5.channel.k8s.io', 'v4.channel.k8s.io', 'v3.channel.k8s.io', 'v2.channel.k8s.io', 'channel.k8s.io']) {
+        const url = await new Promise<string>((res, rej) =>
+          clients.runtime.Exec({ containerId: sleeper, cmd: ['sh', '-c', 'echo hi; exit 3'], stdout: true, stderr: true }, (e, r) => (e || !r ? rej(e) : res(r.url))),
+        );
+        const got = await new Promise<{ protocol: string; stdout: string; error: string }>((resolve, reject) => {
+          const ws = new WebSocket(url.replace(/^http/, 'ws'), [version]);
+          let stdout = '';
+          let error = '';
+          ws.on('message', (d: Buffer) => {
+            if (d[0] === 1) stdout += d.subarray(1).toString();
+            if (d[0] === 3) error += d.subarray(1).toString();
+          });
+          ws.on('close', () => resolve({ protocol: ws.protocol, stdout, error }));
+          ws.on('error', reject);
+        });
+        assert.equal(got.protocol, version);
+        assert.equal(got.stdout, 'hi\n', version);
+        if (version.startsWith('v4') || version.startsWith('v5')) {
+          const st = JSON.parse(got.error) as { reason: string; details: { causes: Array<{ reason: string; message: string }> } };
+          assert.equal(st.reason, 'NonZeroExitCode', version);
+          assert.deepEqual(st.details.causes, [{ reason: 'ExitCode', message: '3' }], version);
+        } else {
+          assert.match(got.error, /exit code: 3$/, version);
+        }
+      }
+    } finally {
+      clients.close();
+    }
+  });
+
   it('a client that vanishes mid-exec takes its command with it', async () => {
     const c = spawn(node.crictlPath, ['--runtime-endpoint', `unix://${node.socket}`, 'exec', sleeper, 'sleep', '987'], { env: node.env, stdio: 'ignore' });
     const running = (): Promise<string> => node.crictl(['exec', '--sync', sleeper, 'sh', '-c', 'ps -o args | grep "^sleep 987" || true']).then((r) => r.stdout.trim());

@@ -329,3 +329,14 @@ describe('findTool', () => {
   });
 });
 
+
+describe('streamingAddress', () => {
+  test('defaults to any free port on the loopback; host:port is taken as given', async () => {
+    assert.deepEqual(loadConfig({ config: await configFile('') }, env).streaming, { host: '127.0.0.1', port: 0 });
+    assert.deepEqual(loadConfig({ config: await configFile('streamingAddress: "0.0.0.0:10010"\n') }, env).streaming, { host: '0.0.0.0', port: 10010 });
+  });
+  test('anything else is refused naming the setting', async () => {
+    const f = await configFile('streamingAddress: "somewhere"\n');
+    rejects({ config: f }, [f, 'streamingAddress', 'host:port']);
+  });
+});
