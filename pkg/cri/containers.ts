@@ -16,6 +16,8 @@ export interface ContainerRuntime {
   exitDir: string;
   socketDir: string;
   cgroups: { canEnforceLimits: boolean; path?: string };
+  /** Where cgroup v2 is mounted (default /sys/fs/cgroup; tests use a folder). */
+  cgroupRoot?: string;
   /** The RuntimeDefault seccomp profile for a container of these bounding capabilities (none: RuntimeDefault runs unconfined, noted). */
   seccompDefault: ((capabilities: readonly string[]) => object) | undefined;
   /** runc and its state root, for exec. */
@@ -52,6 +54,7 @@ export async function refresh(r: ContainerRecord, c: ContainerRuntime): Promise<
   if (text === '') return r;
   const code = Number(text);
   const message = await terminationMessage(r);
+  const oomKilled = code !== 0 && (await oomKillsOf(r.bundle, c.cgroupRoot)) > 0;
   // Applied to the record as it is by then (a resources update may have come in meanwhile).
   const exited = await c.store.modify(r.id, (cur) =>
     cur.state === 'CONTAINER_EXITED'
@@ -61,11 +64,29 @@ export async function refresh(r: ContainerRecord, c: ContainerRuntime): Promise<
           state: 'CONTAINER_EXITED',
           exitCode: Number.isFinite(code) ? code : -1,
           finishedAt: String(BigInt(when.getTime()) * 1000000n),
-          reason: code === 0 ? 'Completed' : 'Error',
+          reason: code === 0 ? 'Completed' : oomKilled ? 'OOMKilled' : 'Error',
           message,
         },
   );
   return exited ?? r;
+}
+
+/**
+ * How many times the kernel's OOM killer struck in the container's own cgroup
+ * (memory.events oom_kill), which runc keeps until the container is deleted.
+ * A container without a cgroup of its own (no delegated cgroup v2) cannot be
+ * told apart from one that was killed otherwise: 0.
+ */
+export async function oomKillsOf(bundle: string, cgroupRoot = '/sys/fs/cgroup'): Promise<number> {
+  try {
+    const spec = JSON.parse(await readFile(join(bundle, 'config.json'), 'utf8')) as { linux?: { cgroupsPath?: string } };
+    const path = spec.linux?.cgroupsPath;
+    if (!path) return 0;
+    const events = await readFile(join(cgroupRoot, path, 'memory.events'), 'utf8');
+    return Number(/^oom_kill (\d+)$/m.exec(events)?.[1] ?? 0);
+  } catch {
+    return 0;
+  }
 }
 
 async function terminationMessage(r: ContainerRecord): Promise<string> {
