@@ -35,6 +35,8 @@ export interface AgentConfig {
    * port 0 picks one free on both.
    */
   streaming: { host: string; port: number };
+  /** The static pod folder (kubelet's staticPodPath): the pods its manifests name run on this node. */
+  staticPodPath: string;
   /** auto: overlayfs where the user namespace allows it, else copy. */
   snapshotter: 'auto' | 'overlayfs' | 'copy';
   /** Registry hosts: mirrors and plain HTTP (config file `registries`). */
@@ -52,6 +54,7 @@ export function pathsOf(c: AgentConfig) {
     resolvedConfig: join(c.runtimeDir, 'runtime-config.json'),
     runtimeMetricsSocket: join(c.runtimeDir, 'runtime-metrics.sock'),
     podNamespacesDir: join(c.runtimeDir, 'netns'),
+    podLogsDir: join(c.dataDir, 'pods', 'logs'),
     sandboxRecordsDir: join(c.dataDir, 'pods', 'sandboxes'),
     podFilesDir: join(c.dataDir, 'pods', 'files'),
     containerRecordsDir: join(c.dataDir, 'pods', 'containers'),
@@ -97,7 +100,7 @@ export interface ConfigFlags {
 /** Tools the agent uses but `run` does not require: features that need one say so when it is missing. */
 const helperTools = ['sleep', 'mount', 'umount', 'mknod', 'mkfifo', 'setfattr', 'cp', 'unshare', 'socat', 'script', 'stty'] as const;
 const toolKeys = ['rootlesskit', 'slirp4netns', 'newuidmap', 'newgidmap', 'runc', 'conmon', 'catatonit', 'nsenter', 'iptables', ...helperTools] as const;
-const topKeys = ['criSocket', 'dataDir', 'runtimeDir', 'logLevel', 'network', 'tools', 'registries', 'snapshotter', 'metricsAddress', 'streamingAddress'] as const;
+const topKeys = ['criSocket', 'dataDir', 'runtimeDir', 'logLevel', 'network', 'tools', 'registries', 'snapshotter', 'metricsAddress', 'streamingAddress', 'staticPodPath'] as const;
 const networkKeys = ['mtu', 'podCIDR', 'bridge'] as const;
 
 export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.env): AgentConfig {
@@ -182,6 +185,7 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
     snapshotter: snapshotterOf(file, where),
     metrics: addressOf(file, 'metricsAddress', '127.0.0.1:10255', where),
     streaming: addressOf(file, 'streamingAddress', '127.0.0.1:0', where),
+    staticPodPath: staticPodPathOf(file, env.XDG_CONFIG_HOME || join(env.HOME || homedir(), '.config'), where),
   };
 }
 
@@ -238,6 +242,12 @@ function obj(t: Table, key: string, where: string, known: readonly string[]): Ta
     if (!known.includes(k)) throw bad(`unknown setting (known: ${known.join(', ')})`, { field: `${where}: ${key}.${k}` });
   }
   return v as Table;
+}
+
+function staticPodPathOf(t: Table, configHome: string, where: string): string {
+  const v = t.staticPodPath ?? join(configHome, 'usernode', 'manifests');
+  if (typeof v !== 'string' || !isAbsolute(v)) throw bad(`must be an absolute path, got ${JSON.stringify(v)}`, { field: `${where}: staticPodPath` });
+  return v;
 }
 
 function addressOf(t: Table, key: 'metricsAddress' | 'streamingAddress', fallback: string, where: string): { host: string; port: number } {

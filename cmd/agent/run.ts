@@ -1,7 +1,9 @@
 import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 
-import { criVersion } from '../../proto/client.js';
+import { criClients, criVersion } from '../../proto/client.js';
+import { PodManager } from '../../pkg/node/pod_manager.js';
+import { StaticPods } from '../../pkg/node/static_pods.js';
 import { prepareSocketPath } from '../../pkg/cri/socket_path.js';
 import { createLogger } from '../../pkg/log/logger.js';
 import { enterArgv } from '../../pkg/netns/node_namespace.js';
@@ -85,6 +87,18 @@ export async function runNode(c: AgentConfig, env: NodeJS.ProcessEnv): Promise<n
     const readyOrDone = await Promise.race([supervisor.ready.then(() => 'ready' as const), done.then(() => 'done' as const)]);
     if (readyOrDone === 'ready') {
       log.info('usernode is ready', { criSocket: c.criSocket, holder: ns.holderPid, runtimePid: supervisor.pid });
+      // Static pods: the node half drives the runtime through its CRI socket, as kubelet would.
+      const cri = criClients(c.criSocket);
+      const pods = new PodManager({ cri, log: log.child('pods'), logRoot: p.podLogsDir });
+      const manifests = new StaticPods(c.staticPodPath, (list) => pods.setDesired(list), log.child('static-pods'));
+      await manifests.start();
+      pods.start();
+      log.info('static pods from', { dir: c.staticPodPath });
+      cleanup.push(async () => {
+        await manifests.stop();
+        await pods.stop();
+        cri.close();
+      });
     }
     await done;
     await unwind();

@@ -103,9 +103,16 @@ export class CniNetwork {
     if (errors.length > 0) throw internal(`CNI DEL failed: ${errors.join('; ')}`, { field: 'cni' });
   }
 
-  /** CHECK through the list in order (recovery: is the pod's network still what ADD made?). */
+  /**
+   * CHECK through the list in order (recovery: is the pod's network still
+   * what ADD made?). Not portmap's: Debian's portmap checks the ip6tables
+   * chains too, which it never makes for an IPv4-only pod, so its CHECK fails
+   * every pod with a host port (measured). The DNAT rules are portmap's own
+   * and stay; the host's side of the port is rootlesskit's, which outlives
+   * the agent.
+   */
   async check(a: AttachmentArgs, prevResult: CniResult): Promise<void> {
-    for (const p of this.pluginsFor(a)) await this.exec('CHECK', p, a, prevResult);
+    for (const p of this.pluginsFor(a).filter((x) => x.type !== 'portmap')) await this.exec('CHECK', p, a, prevResult);
   }
 
   /** The loopback plugin on "lo", outside the list (it belongs to no network). */
