@@ -1,4 +1,4 @@
-import { readdir, readFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { watch, type FSWatcher } from 'chokidar';
@@ -27,10 +27,14 @@ export class StaticPods {
   ) {}
 
   async start(): Promise<void> {
-    await this.scan();
+    // Made if missing: a folder that appears later would not be watched.
+    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    // Watching first, scanning once it is ready: a file written meanwhile is seen by one or the other.
     this.watcher = watch(this.dir, { ignoreInitial: true, depth: 0, awaitWriteFinish: { stabilityThreshold: 150, pollInterval: 50 } });
     this.watcher.on('all', () => this.soon());
     this.watcher.on('error', (e: unknown) => this.log.warn('watching the static pod folder failed', { dir: this.dir, error: (e as Error).message }));
+    await new Promise<void>((resolve) => this.watcher!.once('ready', () => resolve()));
+    await this.scan();
   }
 
   async stop(): Promise<void> {
