@@ -28,7 +28,7 @@ export class StaticPods {
 
   async start(): Promise<void> {
     // Made if missing: a folder that appears later would not be watched.
-    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    await mkdir(this.dir, { recursive: true, mode: 0o700 }).catch((e: Error) => this.log.warn('cannot make the static pod folder', { dir: this.dir, error: e.message }));
     // Watching first, scanning once it is ready: a file written meanwhile is seen by one or the other.
     this.watcher = watch(this.dir, { ignoreInitial: true, depth: 0, awaitWriteFinish: { stabilityThreshold: 150, pollInterval: 50 } });
     this.watcher.on('all', () => this.soon());
