@@ -2,6 +2,7 @@ import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 
 import { criClients, criVersion } from '../../proto/client.js';
+import { gatherHostFacts } from '../../pkg/node/host_facts.js';
 import { PodManager } from '../../pkg/node/pod_manager.js';
 import { StaticPods } from '../../pkg/node/static_pods.js';
 import { prepareSocketPath } from '../../pkg/cri/socket_path.js';
@@ -89,7 +90,8 @@ export async function runNode(c: AgentConfig, env: NodeJS.ProcessEnv): Promise<n
       log.info('usernode is ready', { criSocket: c.criSocket, holder: ns.holderPid, runtimePid: supervisor.pid });
       // Static pods: the node half drives the runtime through its CRI socket, as kubelet would.
       const cri = criClients(c.criSocket);
-      const pods = new PodManager({ cri, log: log.child('pods'), logRoot: p.podLogsDir });
+      const facts = await gatherHostFacts(c.dataDir);
+      const pods = new PodManager({ cri, log: log.child('pods'), logRoot: p.podLogsDir, nodeName: facts.hostname, hostIP: facts.internalIPs[0] ?? '' });
       const manifests = new StaticPods(c.staticPodPath, (list) => pods.setDesired(list), log.child('static-pods'));
       await manifests.start();
       pods.start();

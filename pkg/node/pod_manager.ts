@@ -32,7 +32,40 @@ interface PodState {
   notBefore: number;
 }
 
+interface PodFields {
+  podIP: string;
+  hostIP: string;
+  nodeName: string;
+}
+
+/** A Downward API field of the pod, as kubelet fills env fieldRefs. */
+export function fieldValue(pod: PodManifest, path: string, f: PodFields | undefined): string {
+  const m = /^metadata\.(labels|annotations)\['([^']+)'\]$/.exec(path);
+  if (m) return (m[1] === 'labels' ? pod.labels : pod.annotations)[m[2]!] ?? '';
+  switch (path) {
+    case 'metadata.name':
+      return pod.name;
+    case 'metadata.namespace':
+      return pod.namespace;
+    case 'metadata.uid':
+      return pod.uid;
+    case 'spec.nodeName':
+      return f?.nodeName ?? '';
+    case 'spec.serviceAccountName':
+      return '';
+    case 'status.podIP':
+      return f?.podIP ?? '';
+    case 'status.hostIP':
+      return f?.hostIP ?? '';
+    default:
+      return '';
+  }
+}
+
 export interface PodManagerOptions {
+  /** The node's name and address, for fieldRefs (spec.nodeName, status.hostIP). */
+  nodeName?: string;
+  hostIP?: string;
   cri: CriClients;
   log: Logger;
   /** Where each pod's container logs go (kubelet's /var/log/pods). */
@@ -59,7 +92,9 @@ export class PodManager {
 
   private call<T>(service: 'runtime' | 'image', method: string, req: object): Promise<T> {
     const client = this.o.cri[service] as unknown as Record<string, (req: object, cb: Callback<T>) => void>;
-    return new Promise<T>((resolve, reject) => client[method]!.call(this.o.cri[service], req, (err, res) => (err ? reject(err) : resolve(res as T))));
+    return new Promise<T>((resolve, reject) =>
+      client[method]!.call(this.o.cri[service], req, (err, res) => (err ? reject(Object.assign(new Error(`${method}: ${err.message}`), { code: (err as { code?: number }).code })) : resolve(res as T))),
+    );
   }
 
   /** The pods the node should run now; the difference is made by the next sync. */
@@ -167,6 +202,13 @@ export class PodManager {
       this.o.log.info('pod started', { pod: `${pod.namespace}/${pod.name}`, sandbox: r.podSandboxId.slice(0, 12) });
     }
     const sandboxConfig = this.sandboxConfig(pod, st.attempt);
+    let fields: PodFields | undefined;
+    if (pod.containers.some((c) => c.env.some((e) => e.fieldPath !== undefined))) {
+      const s = await this.call<{ status?: { network?: { ip: string } } }>('runtime', 'PodSandboxStatus', { podSandboxId: st.sandboxId });
+      // A pod on the node's network has the node's address (kubelet).
+      const podIP = pod.hostNetwork ? (this.o.hostIP ?? '') : (s.status?.network?.ip ?? '');
+      fields = { podIP, hostIP: this.o.hostIP ?? '', nodeName: this.o.nodeName ?? '' };
+    }
     const list = await this.call<{ containers: Array<{ id: string; state: string; metadata: { name: string; attempt: number }; labels: Record<string, string> }> }>('runtime', 'ListContainers', {
       filter: { podSandboxId: st.sandboxId },
     });
@@ -204,7 +246,8 @@ export class PodManager {
           image: { image: c.image },
           command: c.command,
           args: c.args,
-          envs: c.env.map((e) => ({ key: e.name, value: e.value })),
+          // KeyValue.value is bytes in CRI v1.37.
+          envs: c.env.map((e) => ({ key: e.name, value: Buffer.from(e.fieldPath ? fieldValue(pod, e.fieldPath, fields) : e.value) })),
           workingDir: c.workingDir ?? '',
           logPath: `${c.name}/${attempt}.log`,
           labels: { [containerNameLabel]: c.name, [uidLabel]: pod.uid },

@@ -16,12 +16,17 @@ export interface ContainerPort {
   hostIP?: string;
 }
 
+/** The pod fields an env var may take (fieldRef.fieldPath) that a node knows without the API server's help. */
+export const podFieldPaths = ['metadata.name', 'metadata.namespace', 'metadata.uid', 'spec.nodeName', 'spec.serviceAccountName', 'status.hostIP', 'status.podIP'] as const;
+export type PodFieldPath = (typeof podFieldPaths)[number] | `metadata.labels['${string}']` | `metadata.annotations['${string}']`;
+
 export interface PodContainer {
   name: string;
   image: string;
   command: string[];
   args: string[];
-  env: Array<{ name: string; value: string }>;
+  /** A value, or a field of the pod (Downward API fieldRef) filled in when the pod runs. */
+  env: Array<{ name: string; value: string; fieldPath?: PodFieldPath }>;
   workingDir?: string;
   ports: ContainerPort[];
   imagePullPolicy: 'Always' | 'IfNotPresent' | 'Never';
@@ -78,7 +83,14 @@ function container(c: unknown, i: number): PodContainer {
   const env = (Array.isArray(c.env) ? c.env : c.env === undefined ? [] : null)?.map((e: unknown, j: number) => {
     const ef = `${f}.env[${j}]`;
     if (!isObj(e) || typeof e.name !== 'string' || e.name === '') throw invalidArgument('needs a name', { field: `${ef}.name` });
-    if (e.valueFrom !== undefined) throw invalidArgument('is not supported by this node yet', { field: `${ef}.valueFrom` });
+    if (e.valueFrom !== undefined) {
+      const vf = e.valueFrom;
+      if (!isObj(vf) || Object.keys(vf).some((k) => k !== 'fieldRef')) throw invalidArgument('only fieldRef is supported by this node yet', { field: `${ef}.valueFrom` });
+      const path = isObj(vf.fieldRef) ? vf.fieldRef.fieldPath : undefined;
+      const known = typeof path === 'string' && ((podFieldPaths as readonly string[]).includes(path) || /^metadata\.(labels|annotations)\['[^']+'\]$/.test(path));
+      if (!known) throw invalidArgument(`is not a pod field this node knows: ${JSON.stringify(path)}`, { field: `${ef}.valueFrom.fieldRef.fieldPath` });
+      return { name: e.name, value: '', fieldPath: path as PodFieldPath };
+    }
     return { name: e.name, value: typeof e.value === 'string' ? e.value : e.value === undefined ? '' : String(e.value) };
   });
   if (!env) throw invalidArgument('must be a list', { field: `${f}.env` });

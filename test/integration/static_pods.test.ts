@@ -91,6 +91,23 @@ ${extra}`;
     await rm(join(dir, 'once.yaml'));
   });
 
+  it("fills env from the pod's fields (fieldRef): its name, its IP", async () => {
+    await writeFile(
+      join(dir, 'env.yaml'),
+      `apiVersion: v1\nkind: Pod\nmetadata: { name: envpod, labels: { tier: back } }\nspec:\n  containers:\n    - name: env\n      image: ${busybox}\n      command: ["sh", "-c", "echo name=$NAME ip=$IP tier=$TIER; sleep 300"]\n      env:\n        - { name: NAME, valueFrom: { fieldRef: { fieldPath: metadata.name } } }\n        - { name: IP, valueFrom: { fieldRef: { fieldPath: status.podIP } } }\n        - { name: TIER, valueFrom: { fieldRef: { fieldPath: "metadata.labels['tier']" } } }\n`,
+    );
+    const line = await eventually('the env line', async () => {
+      const c = (await containers('env'))[0];
+      if (!c) return undefined;
+      const out = (await node.crictl(['logs', c.id])).stdout;
+      return /name=/.test(out) ? out.trim() : undefined;
+    }, 60000);
+    const pods = JSON.parse((await node.crictl(['pods', '--name', 'envpod', '-q'])).stdout === '' ? '{"items":[]}' : (await node.crictl(['pods', '--name', 'envpod', '-o', 'json'])).stdout) as { items: Array<{ id: string }> };
+    const ip = (JSON.parse((await node.crictl(['inspectp', pods.items[0]!.id])).stdout) as { status: { network: { ip: string } } }).status.network.ip;
+    assert.equal(line, `name=envpod ip=${ip} tier=back`);
+    await rm(join(dir, 'env.yaml'));
+  });
+
   it('keeps running pods across an agent restart (not restarted)', async () => {
     const before = (await containers('httpd')).filter((c) => c.state === 'CONTAINER_RUNNING').map((c) => c.id);
     assert.equal(before.length, 1);

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
 import { parseManifest } from '../../pkg/node/pod_manifest.js';
+import { fieldValue } from '../../pkg/node/pod_manager.js';
 
 const pod = (spec: string, md = 'metadata: { name: web }'): string => `apiVersion: v1\nkind: Pod\n${md}\nspec:\n${spec}`;
 const fails = (text: string, field: RegExp): void => {
@@ -47,5 +48,17 @@ describe('pod manifests', () => {
     fails('apiVersion: apps/v1\nkind: Deployment\n', /kind/);
     fails('apiVersion: v1\nkind: Pod\nmetadata: { name: "Bad Name" }\nspec: {}\n', /metadata\.name/);
     fails('{ not yaml: [', /web\.yaml/);
+  });
+  test('env from pod fields (fieldRef), filled in when the pod runs; other sources refused', () => {
+    const [p] = parseManifest(
+      pod("  containers:\n    - name: c\n      image: b\n      env:\n        - { name: IP, valueFrom: { fieldRef: { fieldPath: status.podIP } } }\n        - { name: APP, valueFrom: { fieldRef: { fieldPath: \"metadata.labels['app']\" } } }\n", 'metadata: { name: web, labels: { app: shop } }'),
+      '/m/web.yaml',
+    );
+    assert.deepEqual(p!.containers[0]!.env.map((e) => e.fieldPath), ['status.podIP', "metadata.labels['app']"]);
+    assert.equal(fieldValue(p!, "metadata.labels['app']", undefined), 'shop');
+    assert.equal(fieldValue(p!, 'status.podIP', { podIP: '10.88.0.7', hostIP: '192.0.2.1', nodeName: 'box' }), '10.88.0.7');
+    assert.equal(fieldValue(p!, 'metadata.name', undefined), 'web');
+    fails(pod('  containers:\n    - name: c\n      image: b\n      env: [{ name: X, valueFrom: { secretKeyRef: { name: s, key: k } } }]\n'), /spec\.containers\[0\]\.env\[0\]\.valueFrom/);
+    fails(pod('  containers:\n    - name: c\n      image: b\n      env: [{ name: X, valueFrom: { fieldRef: { fieldPath: status.phase } } }]\n'), /fieldRef\.fieldPath/);
   });
 });
