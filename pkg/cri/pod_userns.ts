@@ -1,5 +1,7 @@
 import type { IDMapping__Output, NamespaceOption__Output } from '../../proto/types.js';
 import { invalidArgument } from '../errdefs/errors.js';
+import type { IdMapping } from '../sandbox/oci_spec_types.js';
+import type { SandboxRecord } from '../sandbox/sandbox_store.js';
 
 // The user namespace a pod asks for (NamespaceOption.userns_options, what
 // kubelet sends for `hostUsers: false`): NODE (or nothing) is the node's own
@@ -8,20 +10,11 @@ import { invalidArgument } from '../errdefs/errors.js';
 // are ids of the node's user namespace, so they must lie inside it: a user
 // with a 65536-id /etc/subuid range has node ids 0-65536.
 
-export interface PodIdMap {
-  containerId: number;
-  hostId: number;
-  length: number;
-}
-
-export interface PodUserns {
-  uids: PodIdMap[];
-  gids: PodIdMap[];
-}
+export type PodUserns = NonNullable<SandboxRecord['userns']>;
 
 const field = 'config.linux.security_context.namespace_options.userns_options';
 
-function mappingOf(list: readonly IDMapping__Output[], which: 'uids' | 'gids', nodeIds: number): PodIdMap[] {
+function mappingOf(list: readonly IDMapping__Output[], which: 'uids' | 'gids', nodeIds: number): IdMapping[] {
   const f = `${field}.${which}`;
   if (list.length !== 1) throw invalidArgument(`a pod user namespace takes exactly one ${which} mapping, not ${list.length}`, { field: f });
   const m = list[0]!;

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 
 import { internal } from '../errdefs/errors.js';
 import { runTool } from './exec_tool.js';
+import { startTimeOf } from './procfs.js';
 
 // A pod's network, IPC and UTS namespaces, with no process in them: each is
 // bind-mounted onto a file under the agent's runtime folder (not /run/netns,
@@ -30,7 +31,7 @@ export interface PodNamespacePaths {
 export interface PidNamespaceHolder {
   pid: number;
   /** Field 22 of /proc/<pid>/stat: tells the holder from a later process that got its pid. */
-  startTime: string;
+  startTime: number;
 }
 
 export interface IdMap {
@@ -144,7 +145,8 @@ export class PodNamespaces {
           if (comm === 'catatonit') {
             parent.unref();
             parent.removeAllListeners();
-            return { pid, startTime: await startTimeOf(pid) };
+            const startTime = await startTimeOf(pid);
+            if (startTime !== undefined) return { pid, startTime };
           }
         }
         await Promise.race([sleep(20), failed]);
@@ -158,18 +160,18 @@ export class PodNamespaces {
 
   /** Ends the pod's process namespace, and with it every process left in it; idempotent. */
   async stopPidNamespace(h: PidNamespaceHolder): Promise<void> {
-    if ((await startTimeOf(h.pid).catch(() => '')) !== h.startTime) return;
+    if ((await startTimeOf(h.pid)) !== h.startTime) return;
     try {
       process.kill(h.pid, 'SIGKILL');
     } catch {
       // Gone already.
     }
-    for (let i = 0; i < 100 && (await startTimeOf(h.pid).catch(() => '')) === h.startTime; i++) await sleep(20);
+    for (let i = 0; i < 100 && (await startTimeOf(h.pid)) === h.startTime; i++) await sleep(20);
   }
 
   /** Whether the holder still runs (and is the same process). */
   async pidNamespaceAlive(h: PidNamespaceHolder): Promise<boolean> {
-    return (await startTimeOf(h.pid).catch(() => '')) === h.startTime;
+    return (await startTimeOf(h.pid)) === h.startTime;
   }
 
   /** Unmounts and removes them; idempotent. */
@@ -181,13 +183,4 @@ export class PodNamespaces {
     }
     await rm(join(this.o.root, id), { recursive: true, force: true });
   }
-}
-
-async function startTimeOf(pid: number): Promise<string> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-  // After "(comm)", which may hold spaces: field 3 onwards.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const t = fields[19];
-  if (t === undefined) throw new Error(`unreadable /proc/${pid}/stat`);
-  return t;
 }

@@ -186,29 +186,34 @@ export class PodManager {
   private async syncPod(pod: PodManifest): Promise<void> {
     let st = this.pods.get(pod.uid);
     if (st && this.now() < st.notBefore) return;
+    type SandboxStatus = { status?: { state: string; network?: { ip: string } } };
+    let status: SandboxStatus | undefined;
     if (st) {
-      const s = await this.call<{ status?: { state: string } }>('runtime', 'PodSandboxStatus', { podSandboxId: st.sandboxId }).catch(() => undefined);
-      if (s?.status?.state !== 'SANDBOX_READY') {
+      status = await this.call<SandboxStatus>('runtime', 'PodSandboxStatus', { podSandboxId: st.sandboxId }).catch(() => undefined);
+      if (status?.status?.state !== 'SANDBOX_READY') {
         // Gone or not ready (its network lost): a new sandbox, the next attempt, as kubelet does.
         await this.remove(st.sandboxId, pod.uid).catch(() => undefined);
         st = { sandboxId: '', attempt: st.attempt + 1, containers: new Map(), failures: st.failures, notBefore: 0 };
+        status = undefined;
       }
     }
+    const sandboxConfig = this.sandboxConfig(pod, st?.attempt ?? 0);
     if (!st || st.sandboxId === '') {
       const attempt = st?.attempt ?? 0;
-      const r = await this.call<{ podSandboxId: string }>('runtime', 'RunPodSandbox', { config: this.sandboxConfig(pod, attempt) });
+      const r = await this.call<{ podSandboxId: string }>('runtime', 'RunPodSandbox', { config: sandboxConfig });
       st = { sandboxId: r.podSandboxId, attempt, containers: new Map(), failures: st?.failures ?? 0, notBefore: 0 };
       this.pods.set(pod.uid, st);
       this.o.log.info('pod started', { pod: `${pod.namespace}/${pod.name}`, sandbox: r.podSandboxId.slice(0, 12) });
     }
-    const sandboxConfig = this.sandboxConfig(pod, st.attempt);
+    const sandboxId = st.sandboxId;
+    // The pod's fields for env fieldRefs, asked for only when a container is made.
     let fields: PodFields | undefined;
-    if (pod.containers.some((c) => c.env.some((e) => e.fieldPath !== undefined))) {
-      const s = await this.call<{ status?: { network?: { ip: string } } }>('runtime', 'PodSandboxStatus', { podSandboxId: st.sandboxId });
+    const podFields = async (): Promise<PodFields> => {
+      status ??= await this.call<SandboxStatus>('runtime', 'PodSandboxStatus', { podSandboxId: sandboxId });
       // A pod on the node's network has the node's address (kubelet).
-      const podIP = pod.hostNetwork ? (this.o.hostIP ?? '') : (s.status?.network?.ip ?? '');
-      fields = { podIP, hostIP: this.o.hostIP ?? '', nodeName: this.o.nodeName ?? '' };
-    }
+      const podIP = pod.hostNetwork ? (this.o.hostIP ?? '') : (status.status?.network?.ip ?? '');
+      return (fields ??= { podIP, hostIP: this.o.hostIP ?? '', nodeName: this.o.nodeName ?? '' });
+    };
     const list = await this.call<{ containers: Array<{ id: string; state: string; metadata: { name: string; attempt: number }; labels: Record<string, string> }> }>('runtime', 'ListContainers', {
       filter: { podSandboxId: st.sandboxId },
     });
@@ -239,6 +244,7 @@ export class PodManager {
         this.o.log.info('restarting container', { pod: `${pod.namespace}/${pod.name}`, container: c.name, exitCode: status.status.exitCode, attempt });
       }
       await this.ensureImage(c.image, c.imagePullPolicy, sandboxConfig);
+      const f = c.env.some((e) => e.fieldPath !== undefined) ? await podFields() : undefined;
       const created = await this.call<{ containerId: string }>('runtime', 'CreateContainer', {
         podSandboxId: st.sandboxId,
         config: {
@@ -247,7 +253,7 @@ export class PodManager {
           command: c.command,
           args: c.args,
           // KeyValue.value is bytes in CRI v1.37.
-          envs: c.env.map((e) => ({ key: e.name, value: Buffer.from(e.fieldPath ? fieldValue(pod, e.fieldPath, fields) : e.value) })),
+          envs: c.env.map((e) => ({ key: e.name, value: Buffer.from(e.fieldPath ? fieldValue(pod, e.fieldPath, f) : e.value) })),
           workingDir: c.workingDir ?? '',
           logPath: `${c.name}/${attempt}.log`,
           labels: { [containerNameLabel]: c.name, [uidLabel]: pod.uid },

@@ -1,6 +1,7 @@
 import { alreadyExists, notFound } from '../errdefs/errors.js';
 import { JsonRecords } from '../store/json_records.js';
 import { type RecordChange, RecordObservers } from '../store/record_changes.js';
+import type { IdMapping } from './oci_spec_types.js';
 
 // Pod sandbox records, one JSON file per sandbox written atomically, loaded
 // on start so an agent restart loses nothing.
@@ -35,9 +36,9 @@ export interface SandboxRecord {
   /** The pod's own namespaces (bind mounts); net and ipc absent: the node's (hostNetwork, hostIPC). */
   namespaces: { net?: string; ipc?: string; uts: string; user?: string };
   /** The PID 1 of the pod's process namespace (shareProcessNamespace); absent: each container has its own, or the node's. */
-  pidNamespace?: { pid: number; startTime: string };
+  pidNamespace?: { pid: number; startTime: number };
   /** The mappings of the pod's own user namespace (namespaces.user); absent: the node's. */
-  userns?: { uids: Array<{ containerId: number; hostId: number; length: number }>; gids: Array<{ containerId: number; hostId: number; length: number }> };
+  userns?: { uids: IdMapping[]; gids: IdMapping[] };
   /** Set while the pod's network is attached (READY); cleared by Stop. */
   network?: { ip: string; additionalIps: string[]; cniResult: unknown; hostPortForwards?: number[] };
   files: { dir: string; hostname: string; hosts: string; resolvConf: string };

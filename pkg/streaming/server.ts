@@ -59,7 +59,7 @@ export class StreamingServer {
   ) {
     this.http = createServer((req, res) => {
       // Plain requests: the URLs only upgrade.
-      const status = this.peek(req) ? 400 : 404;
+      const status = this.route(req) ? 400 : 404;
       res.writeHead(status, { 'content-type': 'text/plain' }).end(status === 400 ? 'upgrade to SPDY/3.1 or websocket\n' : 'not found\n');
     });
     this.http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.upgrade(req, socket, head));
@@ -96,10 +96,6 @@ export class StreamingServer {
     return m ? { kind: m[1]!, token: m[2]! } : undefined;
   }
 
-  private peek(req: IncomingMessage): boolean {
-    return this.route(req) !== undefined;
-  }
-
   private wsProtocol(offered: Set<string>): string | false {
     if (offered.has(tunnelledPortForwardToken)) return tunnelledPortForward;
     return negotiate([...offered], remoteCommandVersions) ?? false;
@@ -128,7 +124,7 @@ export class StreamingServer {
       this.ws.handleUpgrade(req, socket, head, (ws) => {
         if (pending.kind === 'portforward') {
           if (ws.protocol !== tunnelledPortForward) return ws.close(1002, 'port-forward needs SPDY/3.1+portforward.k8s.io');
-          servePortForward(new SpdySession(createWebSocketStream(ws)), this.portDialer(pending.req), (m, f) => this.log.warn(m, f));
+          servePortForward(new SpdySession(createWebSocketStream(ws)), this.handlers.portForward(pending.req), (m, f) => this.log.warn(m, f));
           return;
         }
         const version = ws.protocol as RemoteCommandVersion;
@@ -152,7 +148,7 @@ export class StreamingServer {
     const spdy = new SpdySession(socket);
     spdy.on('protocolError', (e: Error) => this.log.warn('SPDY protocol error', { error: e.message }));
     if (pending.kind === 'portforward') {
-      servePortForward(spdy, this.portDialer(pending.req), (m, f) => this.log.warn(m, f));
+      servePortForward(spdy, this.handlers.portForward(pending.req), (m, f) => this.log.warn(m, f));
       return;
     }
     spdySession(spdy, version as RemoteCommandVersion, pending.req).then(
@@ -162,10 +158,6 @@ export class StreamingServer {
         spdy.close();
       },
     );
-  }
-
-  private portDialer(req: PortForwardRequest): DialPort {
-    return this.handlers.portForward(req);
   }
 
   private async run(p: Pending, session: RemoteCommandSession): Promise<void> {

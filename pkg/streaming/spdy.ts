@@ -39,7 +39,6 @@ export type Headers = Record<string, string>;
 export class SpdyStream extends Duplex {
   /** Bytes the consumer got since the last WINDOW_UPDATE (for clients that keep windows; spdystream keeps none). */
   private consumed = 0;
-  finSent = false;
   finReceived = false;
 
   constructor(
@@ -77,7 +76,6 @@ export class SpdyStream extends Duplex {
   }
 
   override _final(done: (e?: Error | null) => void): void {
-    this.finSent = true;
     this.session.data(this.id, Buffer.alloc(0), true, done);
   }
 
