@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
 import { criClients } from '../../proto/client.js';
-import { type AgentProcess, createContainer, eventually, freePort, processesOf, startBusyboxPod, type TestNode } from '../lib/agent.js';
+import { type AgentProcess, createContainer, eventually, freePort, processesOf, requiredEnv, startBusyboxPod, type TestNode } from '../lib/agent.js';
 
 // Containers end to end: the real agent as this user, real runc under real
 // conmon, in a real pod on the bridge, from an image pulled from the test
@@ -184,12 +184,9 @@ describe('usernode containers: create, start, logs, stop, remove, restarts', () 
     assert.ok(!(await node.crictl(['pods', '-q'])).stdout.includes(podId));
   });
 
-  it("resolves names through the DNS server its pod's DNS config names (one in the test host, reached through slirp4netns)", async (t) => {
-    const dns = process.env.USERNODE_TESTHOST_DNS;
-    if (!dns) {
-      t.skip('no test host DNS server (needs root: scripts/testhost.sh up prints USERNODE_TESTHOST_DNS)');
-      return;
-    }
+  it("resolves names through the DNS server its pod's DNS config names (one in the test host, reached through slirp4netns)", async () => {
+    // Required, like the test registry: scripts/testhost.sh up (run by npm test as root) prints it.
+    const dns = requiredEnv('USERNODE_TESTHOST_DNS');
     // "192.168.213.2:53,usernode-test.example=192.168.213.99"
     const [server, record] = dns.split(',') as [string, string];
     const [name, address] = record.split('=') as [string, string];
