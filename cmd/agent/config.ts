@@ -1,6 +1,7 @@
 import { accessSync, constants, readFileSync, statSync } from 'node:fs';
-import { homedir, userInfo } from 'node:os';
-import { delimiter, isAbsolute, join } from 'node:path';
+import { isIP } from 'node:net';
+import { homedir, hostname, userInfo } from 'node:os';
+import { delimiter, isAbsolute, join, resolve } from 'node:path';
 
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 
@@ -41,6 +42,25 @@ export interface AgentConfig {
   snapshotter: 'auto' | 'overlayfs' | 'copy';
   /** Registry hosts: mirrors and plain HTTP (config file `registries`). */
   registries: Record<string, { plainHttp?: boolean; mirrors?: string[] }>;
+  /** Joining a cluster (kubelet's flags of the same names). */
+  cluster: ClusterConfig;
+}
+
+export interface ClusterConfig {
+  /** The node's credentials for the kube-apiserver; none: static pods only. */
+  kubeconfig: string | undefined;
+  nodeName: string;
+  /** The node's InternalIP; default: the host's first non-loopback IPv4. */
+  nodeIP: string | undefined;
+  nodeLabels: Record<string, string>;
+  taints: Array<{ key: string; value?: string; effect: 'NoSchedule' | 'PreferNoSchedule' | 'NoExecute' }>;
+  maxPods: number;
+  /** The kubelet API (TLS); served with a kubeconfig, or when set. */
+  kubeletAddress: { host: string; port: number } | undefined;
+  clientCAFile: string | undefined;
+  tlsCertFile: string | undefined;
+  tlsKeyFile: string | undefined;
+  anonymousAuth: boolean;
 }
 
 /** Derived paths, so every subcommand agrees on them. */
@@ -95,12 +115,19 @@ export interface ConfigFlags {
   config?: string | undefined;
   logLevel?: string | undefined;
   criSocket?: string | undefined;
+  kubeconfig?: string | undefined;
+  nodeName?: string | undefined;
+  nodeIp?: string | undefined;
+  nodeLabels?: string | undefined;
+  registerWithTaints?: string | undefined;
+  kubeletAddress?: string | undefined;
 }
 
 /** Tools the agent uses but `run` does not require: features that need one say so when it is missing. */
 const helperTools = ['sleep', 'mount', 'umount', 'mknod', 'mkfifo', 'setfattr', 'cp', 'unshare', 'socat', 'script', 'stty'] as const;
 const toolKeys = ['rootlesskit', 'slirp4netns', 'newuidmap', 'newgidmap', 'runc', 'conmon', 'catatonit', 'nsenter', 'iptables', ...helperTools] as const;
-const topKeys = ['criSocket', 'dataDir', 'runtimeDir', 'logLevel', 'network', 'tools', 'registries', 'snapshotter', 'metricsAddress', 'streamingAddress', 'staticPodPath'] as const;
+const clusterKeys = ['kubeconfig', 'nodeName', 'nodeIP', 'nodeLabels', 'registerWithTaints', 'maxPods', 'kubeletAddress', 'clientCAFile', 'tlsCertFile', 'tlsKeyFile', 'anonymousAuth'] as const;
+const topKeys = ['criSocket', 'dataDir', 'runtimeDir', 'logLevel', 'network', 'tools', 'registries', 'snapshotter', 'metricsAddress', 'streamingAddress', 'staticPodPath', ...clusterKeys] as const;
 const networkKeys = ['mtu', 'podCIDR', 'bridge'] as const;
 
 export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.env): AgentConfig {
@@ -186,6 +213,85 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
     metrics: addressOf(file, 'metricsAddress', '127.0.0.1:10255', where),
     streaming: addressOf(file, 'streamingAddress', '127.0.0.1:0', where),
     staticPodPath: staticPodPathOf(file, env.XDG_CONFIG_HOME || join(env.HOME || homedir(), '.config'), where),
+    cluster: clusterOf(file, flags, where),
+  };
+}
+
+// kubelet refuses --node-labels in the kubernetes.io and k8s.io namespaces
+// except these (the NodeRestriction admission plugin would refuse the Node).
+const allowedNodeLabels = new Set([
+  'kubernetes.io/hostname', 'kubernetes.io/instance-type', 'kubernetes.io/os', 'kubernetes.io/arch',
+  'beta.kubernetes.io/instance-type', 'beta.kubernetes.io/os', 'beta.kubernetes.io/arch',
+  'failure-domain.beta.kubernetes.io/zone', 'failure-domain.beta.kubernetes.io/region',
+  'topology.kubernetes.io/zone', 'topology.kubernetes.io/region', 'node.kubernetes.io/instance-type',
+]);
+const labelKey = /^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
+const labelValue = /^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$/;
+
+function checkLabel(k: string, v: string, field: string): void {
+  if (!labelKey.test(k)) throw bad(`label key ${JSON.stringify(k)} is not a valid label name`, { field });
+  if (!labelValue.test(v)) throw bad(`label value ${JSON.stringify(v)} of ${k} is not a valid label value`, { field });
+  const prefix = k.includes('/') ? k.slice(0, k.indexOf('/')) : '';
+  const restricted = /(^|\.)(kubernetes\.io|k8s\.io)$/.test(prefix) && !/(^|\.)(kubelet|node)\.kubernetes\.io$/.test(prefix);
+  // node-role.kubernetes.io is the role label operators ask for; NodeRestriction refuses it from a node, so it is allowed here and documented.
+  if (restricted && !allowedNodeLabels.has(k) && prefix !== 'node-role.kubernetes.io') {
+    throw bad(`label ${k} is in the kubernetes.io/k8s.io namespace, which a node may not set on itself (allowed: ${[...allowedNodeLabels].join(', ')}, and keys under kubelet.kubernetes.io/ or node.kubernetes.io/)`, { field });
+  }
+}
+
+function clusterOf(t: Table, flags: ConfigFlags, where: string): ClusterConfig {
+  const field = (key: string, flag: keyof ConfigFlags): string => (flags[flag] !== undefined ? `--${kebab(flag)}` : `${where}: ${key}`);
+  const kubeconfig = flags.kubeconfig !== undefined ? resolve(flags.kubeconfig) : str(t, 'kubeconfig', where);
+  if (kubeconfig !== undefined && !isAbsolute(kubeconfig) && flags.kubeconfig === undefined) throw bad('must be an absolute path', { field: `${where}: kubeconfig` });
+  const nodeName = (flags.nodeName ?? str(t, 'nodeName', where) ?? hostname()).toLowerCase();
+  if (!/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/.test(nodeName)) throw bad(`must be a DNS subdomain (lower-case letters, digits, - and .), got ${JSON.stringify(nodeName)}`, { field: field('nodeName', 'nodeName') });
+  const nodeIP = flags.nodeIp ?? str(t, 'nodeIP', where);
+  if (nodeIP !== undefined && isIP(nodeIP) === 0) throw bad(`must be an IP address, got ${JSON.stringify(nodeIP)}`, { field: field('nodeIP', 'nodeIp') });
+  const labels: Record<string, string> = {};
+  const labelField = field('nodeLabels', 'nodeLabels');
+  if (flags.nodeLabels !== undefined) {
+    for (const kv of flags.nodeLabels.split(',').filter(Boolean)) {
+      const i = kv.indexOf('=');
+      if (i <= 0) throw bad(`expects key=value[,key=value], got ${JSON.stringify(kv)}`, { field: labelField });
+      labels[kv.slice(0, i)] = kv.slice(i + 1);
+    }
+  } else if (t.nodeLabels !== undefined) {
+    const m = t.nodeLabels;
+    if (m === null || typeof m !== 'object' || Array.isArray(m) || Object.values(m).some((v) => typeof v !== 'string')) throw bad('must be a mapping of label to string value', { field: labelField });
+    Object.assign(labels, m);
+  }
+  for (const [k, v] of Object.entries(labels)) checkLabel(k, v, labelField);
+  const taintField = field('registerWithTaints', 'registerWithTaints');
+  const taintTexts = flags.registerWithTaints !== undefined ? flags.registerWithTaints.split(',').filter(Boolean) : t.registerWithTaints === undefined ? [] : t.registerWithTaints;
+  if (!Array.isArray(taintTexts) || taintTexts.some((x) => typeof x !== 'string')) throw bad('must be a list of key[=value]:Effect', { field: taintField });
+  const taints = (taintTexts as string[]).map((x) => {
+    const m = /^([^=:]+)(?:=([^:]*))?:(NoSchedule|PreferNoSchedule|NoExecute)$/.exec(x);
+    if (!m || !labelKey.test(m[1]!)) throw bad(`expects key[=value]:NoSchedule|PreferNoSchedule|NoExecute, got ${JSON.stringify(x)}`, { field: taintField });
+    return { key: m[1]!, ...(m[2] ? { value: m[2] } : {}), effect: m[3] as ClusterConfig['taints'][number]['effect'] };
+  });
+  const maxPods = t.maxPods ?? 110;
+  if (typeof maxPods !== 'number' || !Number.isInteger(maxPods) || maxPods < 1) throw bad('must be a whole number, 1 or more', { field: `${where}: maxPods` });
+  const kubeletText = flags.kubeletAddress ?? (t.kubeletAddress as string | undefined) ?? (kubeconfig !== undefined ? '0.0.0.0:10250' : undefined);
+  const kubeletAddress = kubeletText === undefined ? undefined : addressOf({ kubeletAddress: kubeletText }, 'kubeletAddress', '0.0.0.0:10250', flags.kubeletAddress !== undefined ? '--kubelet-address' : where);
+  const path = (key: 'clientCAFile' | 'tlsCertFile' | 'tlsKeyFile'): string | undefined => {
+    const v = str(t, key, where);
+    if (v !== undefined && !isAbsolute(v)) throw bad('must be an absolute path', { field: `${where}: ${key}` });
+    return v;
+  };
+  if ((t.tlsCertFile === undefined) !== (t.tlsKeyFile === undefined)) throw bad('tlsCertFile and tlsKeyFile go together', { field: `${where}: tlsCertFile` });
+  if (t.anonymousAuth !== undefined && typeof t.anonymousAuth !== 'boolean') throw bad('must be true or false', { field: `${where}: anonymousAuth` });
+  return {
+    kubeconfig,
+    nodeName,
+    nodeIP,
+    nodeLabels: labels,
+    taints,
+    maxPods,
+    kubeletAddress,
+    clientCAFile: path('clientCAFile'),
+    tlsCertFile: path('tlsCertFile'),
+    tlsKeyFile: path('tlsKeyFile'),
+    anonymousAuth: t.anonymousAuth === true,
   };
 }
 
@@ -250,7 +356,7 @@ function staticPodPathOf(t: Table, configHome: string, where: string): string {
   return v;
 }
 
-function addressOf(t: Table, key: 'metricsAddress' | 'streamingAddress', fallback: string, where: string): { host: string; port: number } {
+function addressOf(t: Table, key: 'metricsAddress' | 'streamingAddress' | 'kubeletAddress', fallback: string, where: string): { host: string; port: number } {
   const v = t[key] ?? fallback;
   const m = typeof v === 'string' ? /^(\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:]+\]|localhost):(\d{1,5})$/.exec(v) : null;
   if (!m || Number(m[2]) > 65535) throw bad(`must be host:port such as ${fallback}, got ${JSON.stringify(v)}`, { field: `${where}: ${key}` });

@@ -23,6 +23,14 @@ flags (run, check, enter, stop):
   --config FILE        YAML config file (default: $XDG_CONFIG_HOME/usernode/config.yaml if present)
   --log-level LEVEL    debug, info, warn or error (run only; default info)
   --cri-socket PATH    CRI socket (default: $XDG_RUNTIME_DIR/usernode/cri.sock)
+
+flags (run only), joining a cluster:
+  --kubeconfig FILE            the node's credentials for the kube-apiserver (without: static pods only)
+  --node-name NAME             the Node's name (default: the host name)
+  --node-ip IP                 the Node's InternalIP (default: the host's first IPv4)
+  --node-labels K=V[,K=V]      labels for the Node
+  --register-with-taints K[=V]:EFFECT[,...]  taints for the Node
+  --kubelet-address HOST:PORT  the kubelet API (TLS; default 0.0.0.0:10250 with --kubeconfig)
   -h, --help           this help
 `;
 
@@ -64,7 +72,16 @@ async function main(argv: string[]): Promise<number> {
   const tail = command === 'enter' && split >= 0 ? rest.slice(split + 1) : [];
   const options: OptionsConfig =
     command === 'run'
-      ? { ...commonOptions, 'log-level': { type: 'string' } }
+      ? {
+          ...commonOptions,
+          'log-level': { type: 'string' },
+          kubeconfig: { type: 'string' },
+          'node-name': { type: 'string' },
+          'node-ip': { type: 'string' },
+          'node-labels': { type: 'string' },
+          'register-with-taints': { type: 'string' },
+          'kubelet-address': { type: 'string' },
+        }
       : command === 'image'
         ? { ...commonOptions, name: { type: 'string' } }
         : { ...commonOptions };
@@ -80,6 +97,12 @@ async function main(argv: string[]): Promise<number> {
     config: values.config as string | undefined,
     criSocket: values['cri-socket'] as string | undefined,
     logLevel: values['log-level'] as string | undefined,
+    kubeconfig: values.kubeconfig as string | undefined,
+    nodeName: values['node-name'] as string | undefined,
+    nodeIp: values['node-ip'] as string | undefined,
+    nodeLabels: values['node-labels'] as string | undefined,
+    registerWithTaints: values['register-with-taints'] as string | undefined,
+    kubeletAddress: values['kubelet-address'] as string | undefined,
   });
   switch (command) {
     case 'run':

@@ -1,10 +1,7 @@
 import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 
-import { criClients, criVersion } from '../../proto/client.js';
-import { gatherHostFacts } from '../../pkg/node/host_facts.js';
-import { PodManager } from '../../pkg/node/pod_manager.js';
-import { StaticPods } from '../../pkg/node/static_pods.js';
+import { criVersion } from '../../proto/client.js';
 import { prepareSocketPath } from '../../pkg/cri/socket_path.js';
 import { createLogger } from '../../pkg/log/logger.js';
 import { enterArgv } from '../../pkg/netns/node_namespace.js';
@@ -19,6 +16,7 @@ import { type AgentConfig, pathsOf, toolPath } from './config.js';
 import { nodeNamespaceDriver } from './drivers.js';
 import { preflight } from './check.js';
 import { acquirePidLock, agentPidAlive, readPid } from './lock.js';
+import { startNodeHalf } from './node_half.js';
 
 // `usernode run`: the node half. It runs in the host's namespaces as the user,
 // makes or reuses the node namespace, and starts and supervises the runtime
@@ -88,19 +86,8 @@ export async function runNode(c: AgentConfig, env: NodeJS.ProcessEnv): Promise<n
     const readyOrDone = await Promise.race([supervisor.ready.then(() => 'ready' as const), done.then(() => 'done' as const)]);
     if (readyOrDone === 'ready') {
       log.info('usernode is ready', { criSocket: c.criSocket, holder: ns.holderPid, runtimePid: supervisor.pid });
-      // Static pods: the node half drives the runtime through its CRI socket, as kubelet would.
-      const cri = criClients(c.criSocket);
-      const facts = await gatherHostFacts(c.dataDir);
-      const pods = new PodManager({ cri, log: log.child('pods'), logRoot: p.podLogsDir, nodeName: facts.hostname, hostIP: facts.internalIPs[0] ?? '' });
-      const manifests = new StaticPods(c.staticPodPath, (list) => pods.setDesired(list), log.child('static-pods'));
-      await manifests.start();
-      pods.start();
-      log.info('static pods from', { dir: c.staticPodPath });
-      cleanup.push(async () => {
-        await manifests.stop();
-        await pods.stop();
-        cri.close();
-      });
+      // The node half drives the runtime through its CRI socket, as kubelet would.
+      cleanup.push(await startNodeHalf(c, log));
     }
     await done;
     await unwind();

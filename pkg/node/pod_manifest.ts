@@ -44,6 +44,8 @@ export interface PodManifest {
   hostname?: string;
   terminationGracePeriodSeconds: number;
   containers: PodContainer[];
+  /** The object as written (a static pod's mirror pod is made from it). */
+  raw: Record<string, unknown>;
 }
 
 type Obj = Record<string, unknown>;
@@ -161,6 +163,7 @@ export function podFromObject(o: unknown, source: string, text: string): PodMani
     ...(typeof spec.hostname === 'string' ? { hostname: spec.hostname } : {}),
     terminationGracePeriodSeconds: grace as number,
     containers,
+    raw: o,
   };
 }
 

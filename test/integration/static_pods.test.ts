@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
@@ -104,7 +105,8 @@ ${extra}`;
     }, 60000);
     const pods = JSON.parse((await node.crictl(['pods', '--name', 'envpod', '-q'])).stdout === '' ? '{"items":[]}' : (await node.crictl(['pods', '--name', 'envpod', '-o', 'json'])).stdout) as { items: Array<{ id: string }> };
     const ip = (JSON.parse((await node.crictl(['inspectp', pods.items[0]!.id])).stdout) as { status: { network: { ip: string } } }).status.network.ip;
-    assert.equal(line, `name=envpod ip=${ip} tier=back`);
+    // A static pod is named <name>-<node name>, as kubelet names it (the node name defaults to the host name).
+    assert.equal(line, `name=envpod-${hostname().toLowerCase()} ip=${ip} tier=back`);
     await rm(join(dir, 'env.yaml'));
   });
 

@@ -1,0 +1,120 @@
+import { readFileSync } from 'node:fs';
+
+import { criClients, type CriClients } from '../../proto/client.js';
+import type { Logger } from '../../pkg/log/logger.js';
+import { gatherHostFacts } from '../../pkg/node/host_facts.js';
+import type { HostFacts } from '../../pkg/node/node_object.js';
+import { PodManager } from '../../pkg/node/pod_manager.js';
+import { PodConfig } from '../../pkg/node/pod_config.js';
+import type { PodManifest } from '../../pkg/node/pod_manifest.js';
+import { StaticPods } from '../../pkg/node/static_pods.js';
+import { agentVersion } from './version.js';
+import { type AgentConfig, pathsOf } from './config.js';
+
+// The node half once the runtime answers: the pod worker on the runtime's CRI
+// socket, fed by the static pod folder and, given a kubeconfig, by the API
+// server (Node, Lease, the pods bound to the node, their statuses, events and
+// mirror pods). The cluster modules are loaded only for a node that joins one.
+
+/** The Kubernetes release this node speaks for (Node.status.nodeInfo.kubeletVersion). */
+const kubernetesVersion = (JSON.parse(readFileSync(new URL('../../../versions.json', import.meta.url), 'utf8')) as { kubernetes: string }).kubernetes;
+
+type Callback<T> = (err: Error | null, res?: T) => void;
+function call<T>(cri: CriClients, method: string, req: object): Promise<T> {
+  const client = cri.runtime as unknown as Record<string, (req: object, cb: Callback<T>) => void>;
+  return new Promise<T>((resolve, reject) => client[method]!.call(cri.runtime, req, (err, res) => (err ? reject(err) : resolve(res as T))));
+}
+
+/** CRI Status as Node's Ready condition wants it: both runtime conditions true, else why not. */
+async function runtimeReady(cri: CriClients): Promise<{ ready: boolean; message: string }> {
+  try {
+    const s = await call<{ status?: { conditions?: Array<{ type: string; status: boolean; reason: string; message: string }> } }>(cri, 'Status', {});
+    const bad = (s.status?.conditions ?? []).filter((c) => (c.type === 'RuntimeReady' || c.type === 'NetworkReady') && !c.status);
+    return bad.length === 0 ? { ready: true, message: '' } : { ready: false, message: bad.map((c) => `${c.type}=false reason:${c.reason} message:${c.message}`).join('; ') };
+  } catch (e: unknown) {
+    return { ready: false, message: `the CRI runtime does not answer: ${(e as Error).message}` };
+  }
+}
+
+export async function startNodeHalf(c: AgentConfig, log: Logger): Promise<() => Promise<void>> {
+  const p = pathsOf(c);
+  const cri = criClients(c.criSocket);
+  const cleanup: Array<() => Promise<void>> = [async () => cri.close()];
+  const unwind = async (): Promise<void> => {
+    for (const f of cleanup.reverse()) await f().catch(() => {});
+  };
+  try {
+    const first = await gatherHostFacts(c.dataDir);
+    const nodeIP = c.cluster.nodeIP ?? first.internalIPs[0] ?? '';
+    const facts = async (): Promise<HostFacts> => {
+      const h = await gatherHostFacts(c.dataDir);
+      return { ...h, internalIPs: [nodeIP, ...h.internalIPs.filter((a) => a !== nodeIP)].filter(Boolean) };
+    };
+    const nodeName = c.cluster.nodeName;
+
+    let podConfig: PodConfig | undefined;
+    const pods = new PodManager({
+      cri,
+      log: log.child('pods'),
+      logRoot: p.podLogsDir,
+      nodeName,
+      hostIP: nodeIP,
+      onStatus: (pod: PodManifest, status: object) => podConfig?.onStatus(pod, status as Record<string, unknown>),
+      onEvent: (pod: PodManifest, e: { type: 'Normal' | 'Warning'; reason: string; message: string; container?: string }) => podConfig?.onEvent(pod, e),
+      onTerminated: (pod: PodManifest) => void podConfig?.onTerminated(pod),
+    } as ConstructorParameters<typeof PodManager>[0]);
+
+    if (c.cluster.kubeconfig !== undefined) {
+      const { loadKubeApi } = await import('../../pkg/node/kube_api.js');
+      const { NodeController } = await import('../../pkg/node/node_controller.js');
+      const { PodInformer } = await import('../../pkg/node/pod_informer.js');
+      const { PodStatusWriter } = await import('../../pkg/node/pod_status_writer.js');
+      const { EventRecorder } = await import('../../pkg/node/event_recorder.js');
+      const api = await loadKubeApi(c.cluster.kubeconfig);
+      const versionInfo = await call<{ runtimeName: string; runtimeVersion: string }>(cri, 'Version', { version: 'v1' });
+      const nodes = new NodeController({
+        api,
+        node: {
+          name: nodeName,
+          labels: c.cluster.nodeLabels,
+          taints: c.cluster.taints,
+          reserved: { cpuMillis: 0, memoryBytes: 0 },
+          maxPods: c.cluster.maxPods,
+          runtimeVersion: `${versionInfo.runtimeName}://${versionInfo.runtimeVersion}`,
+          kubeletVersion: `${kubernetesVersion}-usernode.${agentVersion}`,
+          kubeletPort: c.cluster.kubeletAddress?.port ?? 0,
+        },
+        facts,
+        runtimeReady: () => runtimeReady(cri),
+        log: log.child('node'),
+      });
+      const stop = new AbortController();
+      const nodeRun = nodes.run(stop.signal);
+      cleanup.push(async () => {
+        stop.abort();
+        await nodeRun;
+      });
+      const events = new EventRecorder(api, nodeName, log.child('events'));
+      const statuses = new PodStatusWriter(api, log.child('pod-status'));
+      cleanup.push(() => statuses.drain(2000));
+      podConfig = new PodConfig({ nodeName, log: log.child('pod-config'), worker: pods, cluster: { api, statuses, events, nodeUid: () => nodes.uid } });
+      const informer = new PodInformer({ api, nodeName, log: log.child('pod-informer'), onPods: (list) => podConfig!.setApi(list) });
+      informer.start();
+      cleanup.push(() => informer.stop());
+      log.info('joining the cluster', { server: api.server, node: nodeName });
+    } else {
+      podConfig = new PodConfig({ nodeName, log: log.child('pod-config'), worker: pods });
+    }
+    const config = podConfig;
+    const manifests = new StaticPods(c.staticPodPath, (list) => config.setStatic(list), log.child('static-pods'));
+    await manifests.start();
+    cleanup.push(() => manifests.stop());
+    pods.start();
+    cleanup.push(() => pods.stop());
+    log.info('static pods from', { dir: c.staticPodPath });
+    return unwind;
+  } catch (e: unknown) {
+    await unwind();
+    throw e;
+  }
+}

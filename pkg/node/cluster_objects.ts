@@ -1,0 +1,48 @@
+import { type KubeApi, plain, statusOf } from './kube_api.js';
+
+// What a pod's volumes and env read from the API server, with the node's own
+// credentials: the Node authorizer lets a node read only the ConfigMaps and
+// Secrets of pods bound to it, and ask tokens only for their service
+// accounts, bound to the pod (so the token dies with the pod).
+
+export interface ApiClusterObjects {
+  configMap(namespace: string, name: string): Promise<{ data: Record<string, string>; binaryData: Record<string, Buffer> } | undefined>;
+  secret(namespace: string, name: string): Promise<{ data: Record<string, Buffer> } | undefined>;
+  serviceAccountToken(namespace: string, serviceAccount: string, r: { audiences: string[]; expirationSeconds: number; podName: string; podUid: string }): Promise<{ token: string; expiresAt: Date }>;
+}
+
+const orUndefined = <T>(p: Promise<T>): Promise<T | undefined> => p.catch((e: unknown) => (statusOf(e) === 404 ? undefined : Promise.reject(e)));
+
+const decode = (m: Record<string, string> | undefined): Record<string, Buffer> => Object.fromEntries(Object.entries(m ?? {}).map(([k, v]) => [k, Buffer.from(v, 'base64')]));
+
+export function clusterObjects(api: KubeApi): ApiClusterObjects {
+  return {
+    async configMap(namespace, name) {
+      const cm = await orUndefined(api.core.readNamespacedConfigMap({ name, namespace }));
+      if (!cm) return undefined;
+      const o = plain<{ data?: Record<string, string>; binaryData?: Record<string, string> }>(cm);
+      return { data: o.data ?? {}, binaryData: decode(o.binaryData) };
+    },
+    async secret(namespace, name) {
+      const s = await orUndefined(api.core.readNamespacedSecret({ name, namespace }));
+      if (!s) return undefined;
+      return { data: decode(plain<{ data?: Record<string, string> }>(s).data) };
+    },
+    async serviceAccountToken(namespace, serviceAccount, r) {
+      const tr = await api.core.createNamespacedServiceAccountToken({
+        name: serviceAccount,
+        namespace,
+        body: {
+          spec: {
+            audiences: r.audiences,
+            expirationSeconds: r.expirationSeconds,
+            boundObjectRef: { apiVersion: 'v1', kind: 'Pod', name: r.podName, uid: r.podUid },
+          },
+        } as never,
+      });
+      const st = plain<{ status?: { token?: string; expirationTimestamp?: string } }>(tr).status;
+      if (!st?.token) throw new Error(`the API server gave no token for service account ${namespace}/${serviceAccount}`);
+      return { token: st.token, expiresAt: new Date(st.expirationTimestamp ?? Date.now() + r.expirationSeconds * 1000) };
+    },
+  };
+}
