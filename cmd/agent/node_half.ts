@@ -48,7 +48,8 @@ export async function startNodeHalf(c: AgentConfig, log: Logger): Promise<() => 
     const nodeIP = c.cluster.nodeIP ?? first.internalIPs[0] ?? '';
     const facts = async (): Promise<HostFacts> => {
       const h = await gatherHostFacts(c.dataDir);
-      return { ...h, internalIPs: [nodeIP, ...h.internalIPs.filter((a) => a !== nodeIP)].filter(Boolean) };
+      // One InternalIP, as kubelet reports: --node-ip, else the host's first (the API server refuses a type's duplicates).
+      return { ...h, internalIPs: nodeIP ? [nodeIP] : [] };
     };
     const nodeName = c.cluster.nodeName;
 
@@ -100,6 +101,7 @@ export async function startNodeHalf(c: AgentConfig, log: Logger): Promise<() => 
       podConfig = new PodConfig({ nodeName, log: log.child('pod-config'), worker: pods, cluster: { api, statuses, events, nodeUid: () => nodes.uid } });
       const informer = new PodInformer({ api, nodeName, log: log.child('pod-informer'), onPods: (list) => podConfig!.setApi(list) });
       informer.start();
+      void nodes.ready.then(() => podConfig!.refresh());
       cleanup.push(() => informer.stop());
       log.info('joining the cluster', { server: api.server, node: nodeName });
     } else {

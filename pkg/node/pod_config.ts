@@ -46,6 +46,7 @@ export class PodConfig {
   private readonly staticStatus = new Map<string, Json>();
   /** API pods refused, by uid and resource version: told once. */
   private readonly refused = new Set<string>();
+  private apiUids = new Set<string>();
   private mirrorSync: Promise<void> | undefined;
   private mirrorAgain = false;
 
@@ -64,6 +65,11 @@ export class PodConfig {
 
   setApi(objects: readonly Json[]): void {
     this.apiObjects = [...objects];
+    this.update();
+  }
+
+  /** Again from what is known (the Node just registered: mirror pods can be owned now). */
+  refresh(): void {
     this.update();
   }
 
@@ -92,6 +98,9 @@ export class PodConfig {
       }
     }
     this.mirrors = mirrors;
+    const apiUids = new Set((this.apiObjects ?? []).map((o) => (o.metadata as { uid?: string } | undefined)?.uid ?? ''));
+    for (const uid of this.apiUids) if (!apiUids.has(uid)) this.o.cluster?.statuses.forget(uid);
+    this.apiUids = apiUids;
     const complete = this.staticPods !== undefined && (!wantApi || this.apiObjects !== undefined);
     this.o.worker.setDesired(pods, complete);
     for (const uid of [...this.staticStatus.keys()]) if (!this.origins.has(uid)) this.staticStatus.delete(uid);
