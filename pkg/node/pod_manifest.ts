@@ -155,7 +155,8 @@ export function podFromObject(o: unknown, source: string, text: string): PodMani
   return {
     name: md.name,
     namespace,
-    uid: `${hash.slice(0, 8)}-${hash.slice(8, 12)}-${hash.slice(12, 16)}-${hash.slice(16, 20)}-${hash.slice(20, 32)}`,
+    // An API pod has the API server's uid; a static pod the hash of its text and place.
+    uid: typeof md.uid === 'string' && md.uid !== '' ? md.uid : `${hash.slice(0, 8)}-${hash.slice(8, 12)}-${hash.slice(12, 16)}-${hash.slice(16, 20)}-${hash.slice(20, 32)}`,
     labels: stringMap(md.labels, 'metadata.labels'),
     annotations: stringMap(md.annotations, 'metadata.annotations'),
     restartPolicy: restartPolicy as PodManifest['restartPolicy'],
