@@ -47,6 +47,8 @@ export class PodConfig {
   /** API pods refused, by uid and resource version: told once. */
   private readonly refused = new Set<string>();
   private apiUids = new Set<string>();
+  /** Every pod's newest status from the worker (the kubelet API's /pods). */
+  private readonly lastStatus = new Map<string, Json>();
   private mirrorSync: Promise<void> | undefined;
   private mirrorAgain = false;
 
@@ -104,6 +106,7 @@ export class PodConfig {
     const complete = this.staticPods !== undefined && (!wantApi || this.apiObjects !== undefined);
     this.o.worker.setDesired(pods, complete);
     for (const uid of [...this.staticStatus.keys()]) if (!this.origins.has(uid)) this.staticStatus.delete(uid);
+    for (const uid of [...this.lastStatus.keys()]) if (!this.origins.has(uid)) this.lastStatus.delete(uid);
     if (this.o.cluster && this.apiObjects !== undefined) {
       this.syncMirrors();
       // A static pod's status waits for its mirror pod; written when that appears (the writer skips repeats).
@@ -135,9 +138,26 @@ export class PodConfig {
     return this.mirrors.get(pod.uid);
   }
 
+  /** The pods the node runs as v1 Pods with their newest status, as kubelet's /pods serves them. */
+  pods(): Json[] {
+    return [...this.origins.values()].map((o) => {
+      const status = this.lastStatus.get(o.pod.uid) ?? { phase: 'Pending' };
+      if (o.kind === 'api') return { ...o.object, status };
+      const raw = o.pod.raw as { spec?: Json };
+      return {
+        apiVersion: 'v1',
+        kind: 'Pod',
+        metadata: { name: o.pod.name, namespace: o.pod.namespace, uid: o.pod.uid, labels: o.pod.labels, annotations: o.pod.annotations },
+        spec: { ...raw.spec, nodeName: this.o.nodeName },
+        status,
+      };
+    });
+  }
+
   // --- from the worker -------------------------------------------------------
 
   onStatus(pod: PodManifest, status: Json): void {
+    this.lastStatus.set(pod.uid, status);
     if (!this.o.cluster) return;
     if (this.origins.get(pod.uid)?.kind === 'static') this.staticStatus.set(pod.uid, status);
     const ref = this.refOf(pod);
