@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 
 import protobuf from 'protobufjs/minimal.js';
 
-import type { NetProbeSpec, ProbeOutcome, ProbeReply, ProbeRequest } from './prober_net.js';
+import type { NetProbeSpec, ProbeResult, ProbeReply, ProbeRequest } from './prober_net.js';
 
 // The network probes (httpGet, tcpSocket, grpc), made the way kubelet's
 // pkg/probe/{http,tcp,grpc} make them. Pod IPs exist only inside the node
@@ -23,13 +23,13 @@ export const maxBodyBytes = 10 * 1024;
 const maxRequests = 10;
 
 /** Runs one network probe; never rejects, and answers within `timeoutMs` (give or take a timer tick). */
-export async function probeOnce(r: Omit<ProbeRequest, 'id'>): Promise<ProbeOutcome> {
+export async function probeOnce(r: Omit<ProbeRequest, 'id'>): Promise<ProbeResult> {
   // Loading grpc-js takes about a second on a small VM: not the container's
   // time, so it is not counted against the first grpc probe's timeout.
   if (r.spec.kind === 'grpc') await loadGrpc();
   const abort = new AbortController();
   let timer: NodeJS.Timeout | undefined;
-  const timedOut = new Promise<ProbeOutcome>((resolve) => {
+  const timedOut = new Promise<ProbeResult>((resolve) => {
     timer = setTimeout(() => {
       abort.abort();
       resolve({ result: 'failure', output: timeoutOutput(r) });
@@ -45,7 +45,7 @@ export async function probeOnce(r: Omit<ProbeRequest, 'id'>): Promise<ProbeOutco
   }
 }
 
-function run(r: Omit<ProbeRequest, 'id'>, signal: AbortSignal): Promise<ProbeOutcome> {
+function run(r: Omit<ProbeRequest, 'id'>, signal: AbortSignal): Promise<ProbeResult> {
   switch (r.spec.kind) {
     case 'httpGet':
       return httpProbe(r.spec, r.podIP, r.userAgent, signal);
@@ -127,9 +127,9 @@ export function requestHeaders(own: ReadonlyArray<{ name: string; value: string 
 
 const redirectCodes = new Set([301, 302, 303, 307, 308]);
 
-async function httpProbe(spec: Extract<NetProbeSpec, { kind: 'httpGet' }>, podIP: string, userAgent: string, signal: AbortSignal): Promise<ProbeOutcome> {
+async function httpProbe(spec: Extract<NetProbeSpec, { kind: 'httpGet' }>, podIP: string, userAgent: string, signal: AbortSignal): Promise<ProbeResult> {
   const first = probeUrl(spec.scheme, spec.host || podIP, spec.port, spec.path);
-  const { headers, host } = requestHeaders(spec.headers, userAgent);
+  const { headers, host } = requestHeaders(spec.httpHeaders, userAgent);
   let url = first;
   let hostOverride = host;
   for (let requests = 1; ; requests++) {
@@ -209,7 +209,7 @@ function readAtMost(res: http.IncomingMessage, limit: number, signal: AbortSigna
   });
 }
 
-function tcpProbe(host: string, port: number, signal: AbortSignal): Promise<ProbeOutcome> {
+function tcpProbe(host: string, port: number, signal: AbortSignal): Promise<ProbeResult> {
   return new Promise((resolve) => {
     const addr = joinHostPort(host, port);
     const sock = connect({ host, port });
@@ -277,7 +277,7 @@ export function decodeHealthCheckResponse(b: Buffer): string {
 let grpcModule: Promise<typeof import('@grpc/grpc-js')> | undefined;
 const loadGrpc = (): Promise<typeof import('@grpc/grpc-js')> => (grpcModule ??= import('@grpc/grpc-js'));
 
-async function grpcProbe(host: string, port: number, service: string, userAgent: string, timeoutMs: number): Promise<ProbeOutcome> {
+async function grpcProbe(host: string, port: number, service: string, userAgent: string, timeoutMs: number): Promise<ProbeResult> {
   const grpc = await loadGrpc();
   const addr = joinHostPort(host, port);
   // A channel per probe, as kubelet dials per probe: no connection is held

@@ -1,6 +1,6 @@
 import type { CriClients } from '../../proto/client.js';
 import { invalidArgument, unavailable } from '../errdefs/errors.js';
-import type { ProbeOutcome, ProbeSpec, ProbeTarget, Prober } from './prober_net.js';
+import type { ProbeResult, ProbeSpec, ProbeTarget, Prober } from './prober_net.js';
 
 // exec probes as kubelet runs them: the command in the container through the
 // runtime's ExecSync with the probe's timeout. Exit 0 is success, any other
@@ -15,7 +15,7 @@ const deadlineExceededCode = 4;
 
 export function execProber(cri: Pick<CriClients, 'runtime'>, o: { graceMs?: number } = {}): Prober {
   return {
-    run: (p: ProbeSpec, t: ProbeTarget): Promise<ProbeOutcome> => {
+    run: (p: ProbeSpec, t: ProbeTarget): Promise<ProbeResult> => {
       if (p.kind !== 'exec') return Promise.reject(invalidArgument(`a ${p.kind} probe is made from the node network (netProber), not in the container`, { field: p.kind }));
       if (p.command.length === 0) return Promise.reject(invalidArgument('exec.command must name a command', { field: 'exec.command' }));
       // ExecSync's timeout is whole seconds; the call's own deadline leaves

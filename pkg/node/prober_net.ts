@@ -20,10 +20,16 @@ import type { Logger } from '../log/logger.js';
 // gone, runtime unreachable) — kubelet's probe error, whose result the pod
 // worker throws away instead of counting it as a failure.
 
-// Kept in step with pkg/node/prober.ts (the pod worker's probe scheduling).
+// Kept in step with pkg/node/prober.ts (the pod worker's probe scheduling,
+// written alongside): when both are on main these become imports from there.
+export interface HttpHeader {
+  name: string;
+  value: string;
+}
+
 export type ProbeSpec =
   | { kind: 'exec'; command: string[] }
-  | { kind: 'httpGet'; scheme: 'HTTP' | 'HTTPS'; host?: string; port: number; path: string; headers: Array<{ name: string; value: string }> }
+  | { kind: 'httpGet'; path: string; port: number; host?: string; scheme: 'HTTP' | 'HTTPS'; httpHeaders: HttpHeader[] }
   | { kind: 'tcpSocket'; host?: string; port: number }
   | { kind: 'grpc'; port: number; service?: string };
 
@@ -35,7 +41,7 @@ export interface ProbeTarget {
   timeoutMs: number;
 }
 
-export interface ProbeOutcome {
+export interface ProbeResult {
   result: 'success' | 'failure';
   output: string;
   /**
@@ -46,7 +52,7 @@ export interface ProbeOutcome {
 }
 
 export interface Prober {
-  run(p: ProbeSpec, t: ProbeTarget): Promise<ProbeOutcome>;
+  run(p: ProbeSpec, t: ProbeTarget): Promise<ProbeResult>;
   close?(): Promise<void>;
 }
 
@@ -60,7 +66,7 @@ export interface ProbeRequest {
 }
 
 /** One line on the probe worker's stdout, answering the request with the same id. */
-export type ProbeReply = { id: number } & ProbeOutcome;
+export type ProbeReply = { id: number } & ProbeResult;
 
 /** kubelet's User-Agent for probes: kube-probe/<major>.<minor> of the Kubernetes release it implements. */
 export const probeUserAgent = 'kube-probe/1.37';
@@ -99,7 +105,7 @@ class WorkerNetProber implements NetProber {
 
   constructor(private readonly o: NetProberOptions) {}
 
-  async run(p: ProbeSpec, t: ProbeTarget): Promise<ProbeOutcome> {
+  async run(p: ProbeSpec, t: ProbeTarget): Promise<ProbeResult> {
     if (p.kind === 'exec') throw invalidArgument('exec probes run in the container through the CRI (execProber), not from the node network', { field: 'exec' });
     checkNetProbe(p, t);
     if (this.closed) throw unavailable('the network prober is closed');
@@ -145,7 +151,7 @@ function checkNetProbe(p: NetProbeSpec, t: ProbeTarget): void {
     case 'httpGet':
       port('httpGet.port', p.port);
       if (p.scheme !== 'HTTP' && p.scheme !== 'HTTPS') throw invalidArgument(`httpGet.scheme must be HTTP or HTTPS, got ${String(p.scheme)}`, { field: 'httpGet.scheme' });
-      for (const [i, h] of p.headers.entries()) {
+      for (const [i, h] of p.httpHeaders.entries()) {
         if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(h.name)) throw invalidArgument(`httpGet.httpHeaders[${i}].name must be an HTTP header name, got "${h.name}"`, { field: `httpGet.httpHeaders[${i}].name` });
       }
       break;
@@ -161,7 +167,7 @@ function checkNetProbe(p: NetProbeSpec, t: ProbeTarget): void {
 }
 
 interface Pending {
-  resolve: (o: ProbeOutcome) => void;
+  resolve: (o: ProbeResult) => void;
   reject: (e: Error) => void;
   timer: NodeJS.Timeout;
 }
@@ -215,9 +221,9 @@ class ProbeWorker {
     return this.gone ? undefined : this.child.pid;
   }
 
-  request(req: ProbeRequest, answerWithinMs: number): Promise<ProbeOutcome> {
+  request(req: ProbeRequest, answerWithinMs: number): Promise<ProbeResult> {
     if (this.gone) return Promise.reject(unavailable('the probe worker is gone'));
-    return new Promise<ProbeOutcome>((resolve, reject) => {
+    return new Promise<ProbeResult>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(req.id);
         reject(deadlineExceeded(`the probe worker did not answer within ${answerWithinMs} ms; restarting it`));
@@ -244,7 +250,7 @@ class ProbeWorker {
     clearTimeout(p.timer);
     this.answered = true;
     this.setActive();
-    const o: ProbeOutcome = { result: reply.result, output: reply.output };
+    const o: ProbeResult = { result: reply.result, output: reply.output };
     if (reply.warning) o.warning = true;
     p.resolve(o);
   }

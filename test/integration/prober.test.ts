@@ -16,7 +16,7 @@ import { type AgentProcess, createContainer, eventually, startBusyboxPod, type T
 // as `usernode enter` enters it; exec probes go through the runtime's
 // ExecSync. A busybox pod serves HTTP on 8080 (httpd) and TCP on 9000 (nc).
 
-const http = (port: number, path: string): ProbeSpec => ({ kind: 'httpGet', scheme: 'HTTP', port, path, headers: [] });
+const http = (port: number, path: string): ProbeSpec => ({ kind: 'httpGet', scheme: 'HTTP', port, path, httpHeaders: [] });
 
 /** This user's probe workers started from this tree (the worker's command line names its script). */
 function probeWorkers(): number[] {
@@ -97,7 +97,7 @@ describe('probes against a running pod', () => {
 
   it('a blackholed address fails with "timeout" within the timeout', async () => {
     // On the pod bridge's subnet, where nothing answers ARP: the connect waits.
-    for (const spec of [{ kind: 'tcpSocket', host: '10.88.255.254', port: 80 }, { kind: 'httpGet', scheme: 'HTTP', host: '10.88.255.254', port: 80, path: '/', headers: [] }] satisfies ProbeSpec[]) {
+    for (const spec of [{ kind: 'tcpSocket', host: '10.88.255.254', port: 80 }, { kind: 'httpGet', scheme: 'HTTP', host: '10.88.255.254', port: 80, path: '/', httpHeaders: [] }] satisfies ProbeSpec[]) {
       const t0 = Date.now();
       const o = await prober.run(spec, target(700));
       const took = Date.now() - t0;

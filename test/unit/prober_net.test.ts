@@ -25,7 +25,7 @@ import { rejection } from '../lib/unit.js';
 
 const identity = (argv: string[]): string[] => argv;
 const at = (timeoutMs = 2000): ProbeTarget => ({ containerId: 'c1', podIP: '127.0.0.1', timeoutMs });
-const httpGet = (port: number, path: string, headers: Array<{ name: string; value: string }> = [], scheme: 'HTTP' | 'HTTPS' = 'HTTP'): ProbeSpec => ({ kind: 'httpGet', scheme, port, path, headers });
+const httpGet = (port: number, path: string, headers: Array<{ name: string; value: string }> = [], scheme: 'HTTP' | 'HTTPS' = 'HTTP'): ProbeSpec => ({ kind: 'httpGet', scheme, port, path, httpHeaders: headers });
 
 async function listen(s: Server | ReturnType<typeof createTcpServer>): Promise<number> {
   await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
@@ -182,7 +182,7 @@ describe('httpGet probes', () => {
   });
 
   test('host in the probe is used instead of the pod IP', async () => {
-    const spec: ProbeSpec = { kind: 'httpGet', scheme: 'HTTP', host: '127.0.0.1', port, path: '/ok', headers: [] };
+    const spec: ProbeSpec = { kind: 'httpGet', scheme: 'HTTP', host: '127.0.0.1', port, path: '/ok', httpHeaders: [] };
     assert.equal((await prober.run(spec, { containerId: 'c1', podIP: '', timeoutMs: 2000 })).result, 'success');
   });
 
