@@ -41,6 +41,8 @@ describe('the kubelet API on a real node', () => {
     return r.stdout.trim();
   };
 
+  let container: (name: string, script: string, attempt?: number) => Promise<string>;
+
   before(async () => {
     let busybox: string;
     let pod: string;
@@ -51,16 +53,17 @@ describe('the kubelet API on a real node', () => {
       log_directory: join(dir, 'pod-logs'),
       linux: {},
     })));
-    const container = async (name: string, script: string): Promise<void> => {
+    container = async (name: string, script: string, attempt = 0): Promise<string> => {
       const id = await createContainer(node, pod, podFile, {
-        metadata: { name, attempt: 0 },
+        metadata: { name, attempt },
         labels: { 'io.kubernetes.container.name': name, 'io.kubernetes.pod.uid': 'web-uid-1' },
         image: { image: busybox },
         command: ['sh', '-c', script],
-        log_path: `${name}/0.log`,
+        log_path: `${name}/${attempt}.log`,
         linux: {},
       });
       assert.equal((await node.crictl(['start', id])).code, 0);
+      return id;
     };
     // stderr first (its own pipe: no interleaving to race), three lines; one more each time /tmp/go appears; some work for the CPU numbers.
     await container('app', 'echo oops >&2; sleep 0.3; echo first; echo second; echo third; while true; do if [ -f /tmp/go ]; then echo written-later; rm /tmp/go; fi; i=0; while [ $i -lt 2000 ]; do i=$((i+1)); done; sleep 0.2; done');
@@ -278,6 +281,20 @@ describe('the kubelet API on a real node', () => {
     assert.ok((app.logs?.usedBytes ?? 0) > 0, JSON.stringify(app));
     assert.ok((pod.cpu?.usageCoreNanoSeconds ?? 0) > 0);
     assert.ok((pod.memory?.workingSetBytes ?? 0) > 0);
+  });
+
+  it('ends following when the container exits; previous=true reads the attempt before the current one', async () => {
+    await container('brief', 'echo one; sleep 2; echo two');
+    const followed = await get('/containerLogs/shop/web/brief?follow=true');
+    assert.equal(followed.status, 200);
+    assert.equal(followed.body, 'one\ntwo\n');
+    await container('brief', 'echo again; exec sleep 1000', 1);
+    const current = await eventually('the second attempt\'s log', async () => {
+      const r = await get('/containerLogs/shop/web/brief');
+      return r.body === '' ? undefined : r.body;
+    });
+    assert.equal(current, 'again\n');
+    assert.equal((await get('/containerLogs/shop/web/brief?previous=true')).body, 'one\ntwo\n');
   });
 
   it('logged nothing it should not have: no failed requests', () => {
