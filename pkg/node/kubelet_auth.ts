@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
 
 import { AuthenticationV1Api, AuthorizationV1Api, type KubeConfig } from '@kubernetes/client-node';
@@ -229,10 +230,12 @@ export function cachedClusterAuth(inner: ClusterAuth, o: ReviewCacheOptions = {}
   const access = new TtlCache<Awaited<ReturnType<ClusterAuth['subjectAccessReview']>>>(now, max);
   return {
     async tokenReview(token) {
-      const hit = tokens.get(token);
+      // Kept by digest: the cache holds no usable credential.
+      const key = createHash('sha256').update(token).digest('hex');
+      const hit = tokens.get(key);
       if (hit) return hit;
       const r = await inner.tokenReview(token);
-      tokens.set(token, r, o.tokenTtlMs ?? 120000);
+      tokens.set(key, r, o.tokenTtlMs ?? 120000);
       return r;
     },
     async subjectAccessReview(a) {

@@ -81,7 +81,7 @@ export function routeOf(path: string): { route: Route; methods: string[] } | und
       return { route: { kind: 'pods' }, methods: get };
     case '/stats/summary':
     case '/stats/summary/':
-      return { route: { kind: 'summary' }, methods: ['GET', 'HEAD', 'POST'] };
+      return { route: { kind: 'summary' }, methods: get };
     case '/metrics':
     case '/metrics/cadvisor':
     case '/metrics/resource':
@@ -112,7 +112,8 @@ export async function serveKubeletApi(o: KubeletServerOptions): Promise<KubeletS
   const admit = async (req: IncomingMessage, path: string): Promise<{ user: UserInfo } | { status: number; message: string }> => {
     const who = await authenticate(credentialsOf(req.socket as TLSSocket, req.headers.authorization), authn);
     if (!who.ok) {
-      o.log.info('kubelet API: unauthenticated request refused', { path, reason: who.reason });
+      // Debug: anyone on the network can knock; a refusal is not news.
+      o.log.debug('kubelet API: unauthenticated request refused', { path, reason: who.reason });
       return { status: 401, message: 'Unauthorized' };
     }
     const may = await authorize(who.user, req.method ?? 'GET', path, o.nodeName, o.auth);
