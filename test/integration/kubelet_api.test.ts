@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { mkdir, readFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
 import { request } from 'node:https';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -11,7 +12,7 @@ import { createLogger } from '../../pkg/log/logger.js';
 import { type KubeletServer, serveKubeletApi } from '../../pkg/node/kubelet_server.js';
 import { type AgentProcess, createContainer, eventually, startBusyboxPod, type TestNode } from '../lib/agent.js';
 import { type CertFiles, kubeletGet, makeCA, makeClientCert } from '../lib/kubelet_certs.js';
-import { httpsUpgrade, SpdyClient } from '../lib/spdy_client.js';
+import { httpsUpgrade, SpdyClient, websocketBytes } from '../lib/spdy_client.js';
 
 // The kubelet API against the real agent: a pod made through the CRI with
 // the labels kubelet puts on it, the kubelet API server in this process on
@@ -41,7 +42,7 @@ describe('the kubelet API on a real node', () => {
     return r.stdout.trim();
   };
 
-  let container: (name: string, script: string, attempt?: number) => Promise<string>;
+  let container: (name: string, script: string, attempt?: number, extra?: Record<string, unknown>) => Promise<string>;
 
   before(async () => {
     let busybox: string;
@@ -53,7 +54,7 @@ describe('the kubelet API on a real node', () => {
       log_directory: join(dir, 'pod-logs'),
       linux: {},
     })));
-    container = async (name: string, script: string, attempt = 0): Promise<string> => {
+    container = async (name: string, script: string, attempt = 0, extra: Record<string, unknown> = {}): Promise<string> => {
       const id = await createContainer(node, pod, podFile, {
         metadata: { name, attempt },
         labels: { 'io.kubernetes.container.name': name, 'io.kubernetes.pod.uid': 'web-uid-1' },
@@ -61,12 +62,14 @@ describe('the kubelet API on a real node', () => {
         command: ['sh', '-c', script],
         log_path: `${name}/${attempt}.log`,
         linux: {},
+        ...extra,
       });
       assert.equal((await node.crictl(['start', id])).code, 0);
       return id;
     };
     // stderr first (its own pipe: no interleaving to race), three lines; one more each time /tmp/go appears; some work for the CPU numbers.
     await container('app', 'echo oops >&2; sleep 0.3; echo first; echo second; echo third; while true; do if [ -f /tmp/go ]; then echo written-later; rm /tmp/go; fi; i=0; while [ $i -lt 2000 ]; do i=$((i+1)); done; sleep 0.2; done');
+    await container('shell', 'exec sh', 0, { stdin: true });
     await container('httpd', 'mkdir -p /www && echo "hello through the kubelet" > /www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /www');
 
     const certs = join(node.dir, 'certs');
@@ -245,6 +248,59 @@ describe('the kubelet API on a real node', () => {
     }
   });
 
+  it('port-forward over a WebSocket with SPDY inside (SPDY/3.1+portforward.k8s.io, kubectl\'s default since 1.31)', async () => {
+    const tls = await tlsOptions();
+    const up = await httpsUpgrade({ host: '127.0.0.1', port: server.port, ...tls }, 'GET', '/portForward/shop/web', {
+      Connection: 'Upgrade',
+      Upgrade: 'websocket',
+      'Sec-WebSocket-Version': '13',
+      'Sec-WebSocket-Key': randomBytes(16).toString('base64'),
+      'Sec-WebSocket-Protocol': 'SPDY/3.1+portforward.k8s.io',
+    });
+    assert.equal(up.status, 101, up.body);
+    assert.equal(up.headers['sec-websocket-protocol'], 'SPDY/3.1+portforward.k8s.io');
+    const spdy = new SpdyClient(websocketBytes(up.socket, up.rest));
+    try {
+      const body = await eventually('the forwarded page', async () => {
+        const id = String(Math.floor(Math.random() * 1e6));
+        await spdy.open({ streamtype: 'error', port: '8080', requestid: id });
+        const data = await spdy.open({ streamtype: 'data', port: '8080', requestid: id });
+        data.write('GET / HTTP/1.0\r\nHost: pod\r\n\r\n', true);
+        const text = await data.text();
+        return text.includes('200 OK') ? text : undefined;
+      });
+      assert.match(body, /hello through the kubelet\n$/);
+    } finally {
+      spdy.close();
+    }
+  });
+
+  it("attach over a WebSocket: the container's own shell reads our stdin", async () => {
+    const tls = await tlsOptions();
+    const out = await new Promise<string>((resolve, reject) => {
+      const ws = new WebSocket(`wss://127.0.0.1:${server.port}/attach/shop/web/shell?input=1&output=1&error=1`, ['v5.channel.k8s.io'], tls);
+      let got = '';
+      ws.on('open', () => ws.send(Buffer.concat([Buffer.from([0]), Buffer.from('echo attached $((6*7))\n')])));
+      ws.on('message', (d: Buffer) => {
+        if (d[0] === 1) got += d.subarray(1).toString();
+        if (got.includes('attached 42')) {
+          ws.close();
+          resolve(got);
+        }
+      });
+      ws.on('unexpected-response', (_q, res) => reject(new Error(`HTTP ${res.statusCode}`)));
+      ws.on('error', reject);
+    });
+    assert.match(out, /attached 42\n/);
+  });
+
+  it('/run: the command\'s output in one answer (POST only)', async () => {
+    const r = await kubeletGet(`${base}/run/shop/web/app?cmd=${encodeURIComponent('echo ran here')}`, { serverCA, client: admin, method: 'POST' });
+    assert.equal(r.status, 200, r.body);
+    assert.equal(r.body, 'ran here\n');
+    assert.equal((await get('/run/shop/web/app?cmd=id')).status, 405);
+  });
+
   it('refuses a streaming upgrade without credentials, and a plain GET of /exec learns it needs one', async () => {
     const up = await httpsUpgrade({ host: '127.0.0.1', port: server.port, ca: await readFile(serverCA) }, 'POST', '/exec/shop/web/app?command=id&output=1', {
       Connection: 'Upgrade',
@@ -274,7 +330,7 @@ describe('the kubelet API on a real node', () => {
     assert.ok(s.node.runtime.imageFs.usedBytes > 0, 'the busybox image takes no room');
     const pod = s.pods.find((p) => p.podRef.name === 'web')!;
     assert.deepEqual(pod.podRef, { name: 'web', namespace: 'shop', uid: 'web-uid-1' });
-    assert.deepEqual(pod.containers.map((c) => c.name).sort(), ['app', 'httpd']);
+    assert.deepEqual(pod.containers.map((c) => c.name).sort(), ['app', 'httpd', 'shell']);
     const app = pod.containers.find((c) => c.name === 'app')!;
     assert.ok((app.cpu?.usageCoreNanoSeconds ?? 0) > 0, JSON.stringify(app));
     assert.ok((app.memory?.workingSetBytes ?? 0) > 0, JSON.stringify(app));

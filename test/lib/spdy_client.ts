@@ -1,4 +1,5 @@
-import type { Duplex } from 'node:stream';
+import { randomBytes } from 'node:crypto';
+import { Duplex } from 'node:stream';
 import { connect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import { constants as z, createDeflate, type Deflate } from 'node:zlib';
 
@@ -180,4 +181,66 @@ function u32(n: number): Buffer {
   const b = Buffer.alloc(4);
   b.writeUInt32BE(n, 0);
   return b;
+}
+
+/**
+ * The byte stream inside a client WebSocket on an upgraded `socket` (binary
+ * frames, masked as a client must): what kubectl tunnels SPDY in for
+ * port-forward ("SPDY/3.1+portforward.k8s.io"). The `ws` client refuses that
+ * subprotocol name (a '/' is not an RFC 6455 token), hence this.
+ */
+export function websocketBytes(socket: Duplex, rest: Buffer): Duplex {
+  let buf = Buffer.alloc(0);
+  const d: Duplex = new Duplex({
+    read() {
+      socket.resume();
+    },
+    write(chunk: Buffer, _enc, cb) {
+      const mask = randomBytes(4);
+      const n = chunk.length;
+      const len = n < 126 ? Buffer.from([0x80 | n]) : n < 65536 ? Buffer.from([0x80 | 126, n >> 8, n & 0xff]) : Buffer.concat([Buffer.from([0x80 | 127]), (() => { const b = Buffer.alloc(8); b.writeBigUInt64BE(BigInt(n)); return b; })()]);
+      const payload = Buffer.from(chunk);
+      for (let i = 0; i < n; i++) payload[i]! ^= mask[i % 4]!;
+      socket.write(Buffer.concat([Buffer.from([0x82]), len, mask, payload]), cb);
+    },
+    final(cb) {
+      socket.end();
+      cb();
+    },
+    destroy(e, cb) {
+      socket.destroy();
+      cb(e);
+    },
+  });
+  const onBytes = (chunk: Buffer): void => {
+    buf = Buffer.concat([buf, chunk]);
+    for (;;) {
+      if (buf.length < 2) return;
+      const op = buf[0]! & 0x0f;
+      let n = buf[1]! & 0x7f;
+      let at = 2;
+      if (n === 126) {
+        if (buf.length < 4) return;
+        n = buf.readUInt16BE(2);
+        at = 4;
+      } else if (n === 127) {
+        if (buf.length < 10) return;
+        n = Number(buf.readBigUInt64BE(2));
+        at = 10;
+      }
+      if (buf.length < at + n) return;
+      const payload = buf.subarray(at, at + n);
+      buf = buf.subarray(at + n);
+      if (op === 0x8) {
+        d.push(null);
+        socket.end();
+        return;
+      }
+      if (op === 0x2 || op === 0x0) d.push(Buffer.from(payload));
+    }
+  };
+  socket.on('data', onBytes);
+  socket.on('close', () => d.push(null));
+  if (rest.length > 0) onBytes(rest);
+  return d;
 }
