@@ -29,7 +29,7 @@ done
 log() { echo "host-setup: $*"; }
 
 # --- Debian packages -------------------------------------------------------
-packages=(uidmap rootlesskit slirp4netns runc conmon catatonit socat containernetworking-plugins iptables iproute2 util-linux procps)
+packages=(uidmap rootlesskit slirp4netns runc conmon catatonit socat containernetworking-plugins iptables iproute2 util-linux procps openssl)
 if [ "$tests" = 1 ]; then
   packages+=(python3 git tar ca-certificates docker-registry busybox-static apache2-utils attr zstd gcc libc6-dev openssl)
 fi
