@@ -59,7 +59,16 @@ async function forward(data: SpdyStream, error: SpdyStream, dial: DialPort, log:
     return;
   }
   let failed = false;
-  conn.on('error', (e: Error) => {
+  let podEnded = false;
+  conn.once('end', () => (podEnded = true));
+  conn.on('error', (e: NodeJS.ErrnoException) => {
+    // The pod closing its side first (an HTTP/1.0 server, say) is the end of the
+    // connection, not a failure: newer kubectl quits on any error-stream message.
+    if (podEnded || e.code === 'ERR_STREAM_PREMATURE_CLOSE' || e.code === 'EPIPE') {
+      conn.destroy();
+      if (!data.writableEnded) data.end();
+      return;
+    }
     failed = true;
     fail(`an error occurred forwarding ${port} -> ${port}: ${e.message}`);
   });
