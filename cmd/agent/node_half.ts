@@ -1,6 +1,8 @@
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 
 import { criClients, type CriClients } from '../../proto/client.js';
+import { failedPrecondition } from '../../pkg/errdefs/errors.js';
 import type { Logger } from '../../pkg/log/logger.js';
 import { gatherHostFacts } from '../../pkg/node/host_facts.js';
 import type { HostFacts } from '../../pkg/node/node_object.js';
@@ -36,7 +38,12 @@ async function runtimeReady(cri: CriClients): Promise<{ ready: boolean; message:
   }
 }
 
-export async function startNodeHalf(c: AgentConfig, log: Logger): Promise<() => Promise<void>> {
+export interface NodeHalfOptions {
+  /** The node's own Prometheus exposition (the agent's and the runtime's), for the kubelet API's /metrics. */
+  metrics: () => Promise<{ contentType: string; body: string }>;
+}
+
+export async function startNodeHalf(c: AgentConfig, log: Logger, o: NodeHalfOptions): Promise<() => Promise<void>> {
   const p = pathsOf(c);
   const cri = criClients(c.criSocket);
   const cleanup: Array<() => Promise<void>> = [async () => cri.close()];
@@ -65,13 +72,45 @@ export async function startNodeHalf(c: AgentConfig, log: Logger): Promise<() => 
       onTerminated: (pod: PodManifest) => void podConfig?.onTerminated(pod),
     } as ConstructorParameters<typeof PodManager>[0]);
 
-    if (c.cluster.kubeconfig !== undefined) {
-      const { loadKubeApi } = await import('../../pkg/node/kube_api.js');
+    const api = c.cluster.kubeconfig !== undefined ? await (await import('../../pkg/node/kube_api.js')).loadKubeApi(c.cluster.kubeconfig) : undefined;
+
+    // The kubelet API, before the Node is registered: the Node names its port.
+    let kubeletPort = 0;
+    if (c.cluster.kubeletAddress) {
+      const { serveKubeletApi, clusterAuth } = await import('../../pkg/node/kubelet_server.js');
+      const { SummaryProvider } = await import('../../pkg/node/kubelet_stats.js');
+      const { cadvisorExposition, resourceExposition } = await import('../../pkg/node/kubelet_metrics.js');
+      const summary = new SummaryProvider({ cri, nodeName, rootDir: c.dataDir });
+      const text = 'text/plain; version=0.0.4; charset=utf-8';
+      const server = await serveKubeletApi({
+        host: c.cluster.kubeletAddress.host,
+        port: c.cluster.kubeletAddress.port,
+        tls: { ...(c.cluster.tlsCertFile ? { certFile: c.cluster.tlsCertFile, keyFile: c.cluster.tlsKeyFile! } : {}), pkiDir: join(c.dataDir, 'pki') },
+        ...(c.cluster.clientCAFile ? { clientCAFile: c.cluster.clientCAFile } : {}),
+        ...(api ? { auth: clusterAuth(api.kc) } : {}),
+        anonymous: c.cluster.anonymousAuth,
+        nodeName,
+        cri,
+        pods: () => podConfig?.pods() ?? [],
+        metrics: {
+          node: o.metrics,
+          cadvisor: async () => ({ contentType: text, body: await cadvisorExposition(cri) }),
+          resource: async () => ({ contentType: text, body: resourceExposition((await summary.summary()) as never) }),
+        },
+        log: log.child('kubelet-api'),
+      }).catch((e: unknown) => {
+        throw failedPrecondition(`cannot serve the kubelet API on ${c.cluster.kubeletAddress!.host}:${c.cluster.kubeletAddress!.port}: ${(e as Error).message}`, { field: 'kubeletAddress' });
+      });
+      cleanup.push(() => server.close());
+      kubeletPort = server.port;
+      log.info('kubelet API listening', { address: `https://${server.address}` });
+    }
+
+    if (api) {
       const { NodeController } = await import('../../pkg/node/node_controller.js');
       const { PodInformer } = await import('../../pkg/node/pod_informer.js');
       const { PodStatusWriter } = await import('../../pkg/node/pod_status_writer.js');
       const { EventRecorder } = await import('../../pkg/node/event_recorder.js');
-      const api = await loadKubeApi(c.cluster.kubeconfig);
       const versionInfo = await call<{ runtimeName: string; runtimeVersion: string }>(cri, 'Version', { version: 'v1' });
       const nodes = new NodeController({
         api,
@@ -83,7 +122,7 @@ export async function startNodeHalf(c: AgentConfig, log: Logger): Promise<() => 
           maxPods: c.cluster.maxPods,
           runtimeVersion: `${versionInfo.runtimeName}://${versionInfo.runtimeVersion}`,
           kubeletVersion: `${kubernetesVersion}-usernode.${agentVersion}`,
-          kubeletPort: c.cluster.kubeletAddress?.port ?? 0,
+          kubeletPort,
         },
         facts,
         runtimeReady: () => runtimeReady(cri),

@@ -49,7 +49,8 @@ export async function runNode(c: AgentConfig, env: NodeJS.ProcessEnv): Promise<n
     }
     await prepareSocketPath(c.criSocket, c.uid);
 
-    const metrics = await serveMetrics(c.metrics, createRegistry('node', agentVersion), () => scrapeSocket(p.runtimeMetricsSocket)).catch((e: unknown) => {
+    const registry = createRegistry('node', agentVersion);
+    const metrics = await serveMetrics(c.metrics, registry, () => scrapeSocket(p.runtimeMetricsSocket)).catch((e: unknown) => {
       throw failedPrecondition(`cannot serve metrics on ${c.metrics.host}:${c.metrics.port}: ${(e as Error).message}; set metricsAddress in the config file`, {
         field: 'metricsAddress',
       });
@@ -87,7 +88,11 @@ export async function runNode(c: AgentConfig, env: NodeJS.ProcessEnv): Promise<n
     if (readyOrDone === 'ready') {
       log.info('usernode is ready', { criSocket: c.criSocket, holder: ns.holderPid, runtimePid: supervisor.pid });
       // The node half drives the runtime through its CRI socket, as kubelet would.
-      cleanup.push(await startNodeHalf(c, log));
+      cleanup.push(
+        await startNodeHalf(c, log, {
+          metrics: async () => ({ contentType: registry.contentType, body: (await registry.metrics()) + (await scrapeSocket(p.runtimeMetricsSocket)) }),
+        }),
+      );
     }
     await done;
     await unwind();
