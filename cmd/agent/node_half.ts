@@ -103,7 +103,6 @@ export async function startNodeHalf(c: AgentConfig, log: Logger, o: NodeHalfOpti
       });
       cleanup.push(() => server.close());
       kubeletPort = server.port;
-      log.info('kubelet API listening', { address: `https://${server.address}` });
     }
 
     if (api) {
