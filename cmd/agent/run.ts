@@ -87,7 +87,7 @@ export async function runNode(c: AgentConfig, env: NodeJS.ProcessEnv): Promise<n
     if (readyOrDone === 'ready') {
       log.info('usernode is ready', { criSocket: c.criSocket, holder: ns.holderPid, runtimePid: supervisor.pid });
       // The node half drives the runtime through its CRI socket, as kubelet would.
-      cleanup.push(await startNodeHalf(c, log));
+      cleanup.push(await startNodeHalf(c, log, ns));
     }
     await done;
     await unwind();
