@@ -1,7 +1,7 @@
 import { failedPrecondition, invalidArgument, notFound } from '../errdefs/errors.js';
 import type { ContainerResource, PodContainer, PodManifest } from './pod_manifest.js';
 import type { ClusterObjects } from './pod_volumes.js';
-import { divideRoundingUp, parseQuantity } from './quantity.js';
+import { parseQuantity } from './quantity.js';
 
 // A container's environment as kubelet makes it: envFrom first (every key of
 // a configMap or secret, with its prefix; later sources override earlier
@@ -74,15 +74,19 @@ export function formatMap(m: Record<string, string>): string {
     .join('\n');
 }
 
-/** A container resource (limits.cpu, requests.memory, ...) divided by the divisor, rounded up; unset limits are the node's allocatable. */
-export function resourceValue(container: PodContainer, resource: ContainerResource, divisor: string, allocatable: NodeAllocatable): string {
+/**
+ * A container resource (limits.cpu, requests.memory, ...) divided by the
+ * divisor and rounded up, as kubelet does (cpu in thousandths of a core,
+ * memory and storage in whole bytes); an unset limit is the node's allocatable.
+ */
+export function resourceValue(container: PodContainer, resource: ContainerResource, divisor: number, allocatable: NodeAllocatable): string {
   const [group, name] = resource.split('.') as ['limits' | 'requests', 'cpu' | 'memory' | 'ephemeral-storage'];
-  const set = container.resources[group][name];
-  const text = set ?? (group === 'limits' ? allocatable[name] : '0');
-  const q = parseQuantity(text);
-  const d = parseQuantity(divisor);
-  if (!q || !d || d.num <= 0n) throw invalidArgument(`cannot divide ${text} by ${divisor}`, { field: resource });
-  return String(divideRoundingUp(q, d));
+  const value = container.resources[group][name] ?? (group === 'limits' ? parseQuantity(allocatable[name], `allocatable.${name}`) : 0);
+  // Whole units of the precision kubelet works in, so 0.25 / 0.001 is 250, not 250.00000000000003.
+  const units = (x: number): bigint => BigInt(name === 'cpu' ? Math.ceil(Math.round(x * 1e6) / 1e3) : Math.ceil(x));
+  const [a, b] = [units(value), units(divisor)];
+  if (b <= 0n) throw invalidArgument(`the divisor of ${resource} is below the resource's precision`, { field: resource });
+  return String(a / b + (a % b === 0n ? 0n : 1n));
 }
 
 /**

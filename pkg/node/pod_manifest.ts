@@ -29,12 +29,15 @@ export type VolumeFieldPath = (typeof volumeFieldPaths)[number] | `metadata.labe
 export const containerResources = ['limits.cpu', 'limits.memory', 'limits.ephemeral-storage', 'requests.cpu', 'requests.memory', 'requests.ephemeral-storage'] as const;
 export type ContainerResource = (typeof containerResources)[number];
 
+/** cpu in cores; memory and ephemeral-storage in bytes. */
+export type ResourceQuantities = Partial<Record<'cpu' | 'memory' | 'ephemeral-storage', number>>;
+
 export interface ResourceFieldRef {
   /** Required in a volume (which container's resources); in env, the container itself when empty. */
   containerName: string;
   resource: ContainerResource;
-  /** A quantity; the value is divided by it, rounded up. */
-  divisor: string;
+  /** The value is divided by it, rounded up (cores for cpu, bytes otherwise). */
+  divisor: number;
 }
 
 /** Where an env var's value comes from (EnvVarSource), one of four. */
@@ -113,8 +116,8 @@ export interface PodContainer {
   env: EnvVar[];
   envFrom: EnvFromSource[];
   volumeMounts: VolumeMount[];
-  /** Quantities as written (validated), for resourceFieldRef. */
-  resources: { limits: Record<string, string>; requests: Record<string, string> };
+  /** For resourceFieldRef (the same shape as the pod worker's resources). */
+  resources: { requests: ResourceQuantities; limits: ResourceQuantities };
   workingDir?: string;
   ports: ContainerPort[];
   imagePullPolicy: 'Always' | 'IfNotPresent' | 'Never';
@@ -298,9 +301,8 @@ function resourceFieldRef(o: Obj, f: string, inVolume: boolean): ResourceFieldRe
   if (!(containerResources as readonly unknown[]).includes(o.resource)) throw invalidArgument(`must be one of ${containerResources.join(', ')}; got ${JSON.stringify(o.resource)}`, { field: `${f}.resource` });
   const containerName = o.containerName ?? '';
   if (typeof containerName !== 'string' || (inVolume && containerName === '')) throw invalidArgument('must name a container of the pod', { field: `${f}.containerName` });
-  const divisor = o.divisor === undefined || o.divisor === null ? '1' : String(o.divisor);
-  const q = parseQuantity(divisor);
-  if (!q || q.num <= 0n) throw invalidArgument(`must be a positive quantity, got ${JSON.stringify(o.divisor)}`, { field: `${f}.divisor` });
+  const divisor = o.divisor === undefined || o.divisor === null ? 1 : parseQuantity(o.divisor, `${f}.divisor`);
+  if (divisor <= 0) throw invalidArgument(`must be a positive quantity, got ${JSON.stringify(o.divisor)}`, { field: `${f}.divisor` });
   return { containerName, resource: o.resource as ContainerResource, divisor };
 }
 
@@ -354,22 +356,23 @@ function volumeMount(m: unknown, f: string): VolumeMount {
   };
 }
 
+/** requests and limits (cpu in cores, memory and ephemeral-storage in bytes); requests default to the limits, as the API server defaults them. */
 function containerResourcesOf(r: unknown, f: string): PodContainer['resources'] {
   if (r === undefined || r === null) return { limits: {}, requests: {} };
   if (!isObj(r)) throw invalidArgument('must be an object', { field: f });
   onlyKeys(r, ['limits', 'requests'], f);
-  const quantities = (v: unknown, field: string): Record<string, string> => {
+  const quantities = (v: unknown, field: string): ResourceQuantities => {
     if (v === undefined || v === null) return {};
     if (!isObj(v)) throw invalidArgument('must be a map of quantities', { field });
-    return Object.fromEntries(
-      Object.entries(v).map(([k, q]) => {
-        const text = typeof q === 'number' ? String(q) : q;
-        if (typeof text !== 'string' || !parseQuantity(text)) throw invalidArgument(`must be a quantity (e.g. 500m, 1Gi), got ${JSON.stringify(q)}`, { field: `${field}.${k}` });
-        return [k, text];
-      }),
-    );
+    const out: ResourceQuantities = {};
+    for (const [k, q] of Object.entries(v)) {
+      if (k !== 'cpu' && k !== 'memory' && k !== 'ephemeral-storage') throw invalidArgument('is not a resource this node handles (cpu, memory, ephemeral-storage)', { field: `${field}.${k}` });
+      out[k] = parseQuantity(q, `${field}.${k}`);
+    }
+    return out;
   };
-  return { limits: quantities(r.limits, `${f}.limits`), requests: quantities(r.requests, `${f}.requests`) };
+  const limits = quantities(r.limits, `${f}.limits`);
+  return { limits, requests: { ...limits, ...quantities(r.requests, `${f}.requests`) } };
 }
 
 // ---- volumes ----
@@ -466,7 +469,7 @@ function podVolume(v: unknown, f: string): PodVolume {
       const medium = s.medium ?? '';
       if (medium !== '' && medium !== 'Memory') throw invalidArgument(`must be "" or Memory, got ${JSON.stringify(medium)}`, { field: `${sf}.medium` });
       const sizeLimit = s.sizeLimit === undefined || s.sizeLimit === null ? undefined : String(s.sizeLimit);
-      if (sizeLimit !== undefined && !parseQuantity(sizeLimit)) throw invalidArgument(`must be a quantity, got ${JSON.stringify(s.sizeLimit)}`, { field: `${sf}.sizeLimit` });
+      if (sizeLimit !== undefined) parseQuantity(sizeLimit, `${sf}.sizeLimit`);
       return { name, source: { kind: 'emptyDir', medium, ...(sizeLimit !== undefined ? { sizeLimit } : {}) } };
     }
     case 'configMap':

@@ -1,37 +1,23 @@
-// Kubernetes resource quantities ("500m", "1.5Gi", "2e3") as exact fractions,
-// so a divisor (resourceFieldRef) divides without floating-point surprises.
-// The suffixes are those of k8s.io/apimachinery's resource.Quantity.
+import { invalidArgument } from '../errdefs/errors.js';
 
-export interface Quantity {
-  num: bigint;
-  den: bigint;
-}
+// Kubernetes resource quantities (apimachinery's resource.Quantity): a signed
+// decimal number with a binary suffix (Ki … Ei), a decimal suffix (n u m k M
+// G T P E) or an exponent (1e3, 1E-3). Values here are plain numbers: CPU in
+// cores, memory and storage in bytes, exact enough for what the node does with
+// them (shares, quotas, limits).
 
-const binary: Record<string, bigint> = { Ki: 1n << 10n, Mi: 1n << 20n, Gi: 1n << 30n, Ti: 1n << 40n, Pi: 1n << 50n, Ei: 1n << 60n };
-const decimal: Record<string, number> = { n: -9, u: -6, m: -3, '': 0, k: 3, M: 6, G: 9, T: 12, P: 15, E: 18 };
-const shape = /^([+-]?)(\d+(?:\.\d*)?|\.\d+)(Ki|Mi|Gi|Ti|Pi|Ei|[eE][+-]?\d+|[numkMGTPE])?$/;
+const binary: Record<string, number> = { Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, Ti: 2 ** 40, Pi: 2 ** 50, Ei: 2 ** 60 };
+const decimal: Record<string, number> = { n: 1e-9, u: 1e-6, m: 1e-3, '': 1, k: 1e3, M: 1e6, G: 1e9, T: 1e12, P: 1e15, E: 1e18 };
+const shape = /^([+-]?(?:\d+\.?\d*|\.\d+))(?:([eE][+-]?\d+)|(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE])?)$/;
 
-/** The quantity's value, or undefined when the text is not a quantity. */
-export function parseQuantity(text: string): Quantity | undefined {
-  const m = shape.exec(text.trim());
-  if (!m) return undefined;
-  const [whole, frac = ''] = m[2]!.split('.') as [string, string | undefined];
-  let num = BigInt(`${whole || '0'}${frac}`) * (m[1] === '-' ? -1n : 1n);
-  let den = 10n ** BigInt(frac.length);
-  const suffix = m[3] ?? '';
-  let exp = 0;
-  if (suffix in binary) num *= binary[suffix]!;
-  else if (/^[eE]/.test(suffix)) exp = Number(suffix.slice(1));
-  else exp = decimal[suffix]!;
-  if (exp >= 0) num *= 10n ** BigInt(exp);
-  else den *= 10n ** BigInt(-exp);
-  return { num, den };
-}
-
-/** ⌈a / b⌉ for b > 0, as kubelet rounds a resource divided by its divisor. */
-export function divideRoundingUp(a: Quantity, b: Quantity): bigint {
-  const n = a.num * b.den;
-  const d = a.den * b.num;
-  const q = n / d;
-  return n % d !== 0n && n > 0n === d > 0n ? q + 1n : q;
+/** A quantity (string, or a number as YAML gives `2`) as a number of base units; the error names the field. */
+export function parseQuantity(v: unknown, field: string): number {
+  const s = typeof v === 'number' && Number.isFinite(v) ? String(v) : v;
+  const m = typeof s === 'string' ? shape.exec(s.trim()) : null;
+  if (!m) throw invalidArgument(`must be a quantity such as 100m, 1.5, 128Mi or 1G, got ${JSON.stringify(v)}`, { field });
+  const n = Number(m[1]);
+  const value = m[2] !== undefined ? Number(`${m[1]}${m[2]}`) : n * (binary[m[3] ?? ''] ?? decimal[m[3] ?? '']!);
+  if (!Number.isFinite(value)) throw invalidArgument(`is out of range: ${JSON.stringify(v)}`, { field });
+  if (value < 0) throw invalidArgument(`must not be negative, got ${JSON.stringify(v)}`, { field });
+  return value;
 }

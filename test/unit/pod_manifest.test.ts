@@ -83,7 +83,7 @@ describe('pod manifests', () => {
     assert.deepEqual(p.containers[0]!.volumeMounts, [
       { name: 'kube-api-access-x7k2p', mountPath: '/var/run/secrets/kubernetes.io/serviceaccount', readOnly: true, subPath: '', mountPropagation: 'None', recursiveReadOnly: false },
     ]);
-    assert.deepEqual(p.containers[0]!.resources, { limits: { memory: '64Mi' }, requests: { cpu: '250m', memory: '64Mi' } });
+    assert.deepEqual(p.containers[0]!.resources, { limits: { memory: 64 * 2 ** 20 }, requests: { cpu: 0.25, memory: 64 * 2 ** 20 } });
   });
 
   test('fields that change what the node runs are still refused by name', () => {
