@@ -301,8 +301,8 @@ function resourceFieldRef(o: Obj, f: string, inVolume: boolean): ResourceFieldRe
   if (!(containerResources as readonly unknown[]).includes(o.resource)) throw invalidArgument(`must be one of ${containerResources.join(', ')}; got ${JSON.stringify(o.resource)}`, { field: `${f}.resource` });
   const containerName = o.containerName ?? '';
   if (typeof containerName !== 'string' || (inVolume && containerName === '')) throw invalidArgument('must name a container of the pod', { field: `${f}.containerName` });
-  const divisor = o.divisor === undefined || o.divisor === null ? 1 : parseQuantity(o.divisor, `${f}.divisor`);
-  if (divisor <= 0) throw invalidArgument(`must be a positive quantity, got ${JSON.stringify(o.divisor)}`, { field: `${f}.divisor` });
+  // The API server writes an unset divisor as "0"; kubelet takes 0 as 1.
+  const divisor = o.divisor === undefined || o.divisor === null ? 1 : parseQuantity(o.divisor, `${f}.divisor`) || 1;
   return { containerName, resource: o.resource as ContainerResource, divisor };
 }
 

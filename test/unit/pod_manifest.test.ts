@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
 
 import { parseManifest, podFromObject } from '../../pkg/node/pod_manifest.js';
@@ -86,6 +87,17 @@ describe('pod manifests', () => {
     assert.deepEqual(p.containers[0]!.resources, { limits: { memory: 64 * 2 ** 20 }, requests: { cpu: 0.25, memory: 64 * 2 ** 20 } });
   });
 
+  test('pods exactly as kube-apiserver v1.37.2 defaults them parse: the divisor "0" is 1, hostPath type ""', () => {
+    const fixtures = JSON.parse(readFileSync(new URL('../../../test/unit/fixtures/apiserver_pods.json', import.meta.url), 'utf8')) as Record<'run' | 'rich', { metadata: { uid: string } }>;
+    const run = podFromObject(fixtures.run, 'api', '');
+    assert.equal(run.uid, fixtures.run.metadata.uid);
+    assert.deepEqual(run.volumes.map((v) => v.source.kind), ['projected']);
+    const rich = podFromObject(fixtures.rich, 'api', '');
+    assert.deepEqual(rich.volumes.map((v) => v.source.kind), ['emptyDir', 'emptyDir', 'configMap', 'secret', 'downwardAPI', 'hostPath', 'projected', 'projected']);
+    assert.deepEqual(rich.containers[0]!.env[1]!.valueFrom, { kind: 'resourceFieldRef', containerName: '', resource: 'limits.memory', divisor: 1 });
+    assert.deepEqual(rich.volumes[5]!.source, { kind: 'hostPath', path: '/tmp', type: '' });
+  });
+
   test('fields that change what the node runs are still refused by name', () => {
     const refused = (edit: (o: ReturnType<typeof apiPod>) => void, field: RegExp): void => {
       const o = apiPod();
@@ -143,7 +155,7 @@ describe('pod manifests', () => {
   });
 });
 
-/** A pod as the kube-apiserver serves it after `kubectl run`: defaults and the service account admission's volume. */
+/** A pod as kube-apiserver v1.37.2 serves it after `kubectl run` (fixtures/apiserver_pods.json 'run', with resources and labels added), to edit. */
 function apiPod() {
   return {
     apiVersion: 'v1',
