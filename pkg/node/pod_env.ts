@@ -1,6 +1,5 @@
 import { failedPrecondition, invalidArgument, notFound } from '../errdefs/errors.js';
 import type { ContainerResource, PodContainer, PodManifest } from './pod_manifest.js';
-import type { ClusterObjects } from './pod_volumes.js';
 import { parseQuantity } from './quantity.js';
 
 // A container's environment as kubelet makes it: envFrom first (every key of
@@ -10,6 +9,12 @@ import { parseQuantity } from './quantity.js';
 // resources, configMap and secret keys) are taken as they are. A missing
 // object or key is an error naming it unless the reference is optional; then
 // the variable is left out, as kubelet does.
+
+/** The API objects env reads (pod_volumes.ts's ClusterObjects has these and tokens); undefined: not found. */
+export interface ConfigObjects {
+  configMap(namespace: string, name: string): Promise<{ data: Record<string, string>; binaryData: Record<string, Buffer> } | undefined>;
+  secret(namespace: string, name: string): Promise<{ data: Record<string, Buffer> } | undefined>;
+}
 
 export interface PodFields {
   podIP: string;
@@ -129,7 +134,7 @@ export function expandCommand(args: readonly string[], env: readonly KeyValue[])
 }
 
 /** The env of `container` in `pod`, in kubelet's order and with its rules. */
-export async function containerEnv(pod: PodManifest, container: PodContainer, f: EnvFacts, cluster?: ClusterObjects): Promise<KeyValue[]> {
+export async function containerEnv(pod: PodManifest, container: PodContainer, f: EnvFacts, cluster?: ConfigObjects): Promise<KeyValue[]> {
   const index = pod.containers.indexOf(container);
   const at = `spec.containers[${index < 0 ? container.name : index}]`;
   const configMaps = new Map<string, Record<string, string> | undefined>();

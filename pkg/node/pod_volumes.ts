@@ -7,7 +7,7 @@ import { promisify } from 'node:util';
 
 import { DomainError, failedPrecondition, invalidArgument, notFound, permissionDenied } from '../errdefs/errors.js';
 import { type Payload, writeAtomically } from './atomic_writer.js';
-import { expand, fieldValue, type KeyValue, type NodeAllocatable, resourceValue } from './pod_env.js';
+import { type ConfigObjects, expand, fieldValue, type KeyValue, type NodeAllocatable, resourceValue } from './pod_env.js';
 import type { DownwardAPIFile, HostPathType, KeyToPath, PodContainer, PodManifest, PodVolume } from './pod_manifest.js';
 
 // A pod's volumes on the node, as kubelet prepares them before the pod's
@@ -28,10 +28,7 @@ import type { DownwardAPIFile, HostPathType, KeyToPath, PodContainer, PodManifes
 // original /run) are shared; a new top-level entry of /etc or /run is not.
 
 /** The API objects volumes and env read; implemented with the API client, undefined for a node without a control plane. */
-export interface ClusterObjects {
-  /** undefined: not found. */
-  configMap(namespace: string, name: string): Promise<{ data: Record<string, string>; binaryData: Record<string, Buffer> } | undefined>;
-  secret(namespace: string, name: string): Promise<{ data: Record<string, Buffer> } | undefined>;
+export interface ClusterObjects extends ConfigObjects {
   /** The TokenRequest API, a token bound to the pod. */
   serviceAccountToken(namespace: string, serviceAccount: string, r: { audiences: string[]; expirationSeconds: number; podName: string; podUid: string }): Promise<{ token: string; expiresAt: Date }>;
 }
