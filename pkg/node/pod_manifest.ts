@@ -154,7 +154,7 @@ const supportedPodFields = new Set([
   // Carried out by the node.
   'containers', 'volumes', 'restartPolicy', 'hostNetwork', 'hostname', 'terminationGracePeriodSeconds', 'securityContext',
   // Scheduling: the scheduler has acted on them before the pod is bound to this node.
-  'nodeName', 'nodeSelector', 'affinity', 'tolerations', 'schedulerName', 'priority', 'priorityClassName', 'preemptionPolicy', 'topologySpreadConstraints',
+  'nodeName', 'nodeSelector', 'affinity', 'tolerations', 'schedulerName', 'priority', 'priorityClassName', 'preemptionPolicy', 'topologySpreadConstraints', 'schedulingGates',
   // The service account: admission has turned it into the kube-api-access projected volume the node mounts.
   'serviceAccountName', 'serviceAccount', 'automountServiceAccountToken',
   // Defaulted on every API pod: ClusterFirst DNS is the node's resolv.conf until the node is told a cluster DNS
