@@ -4,11 +4,13 @@ import { join } from 'node:path';
 import { criClients, type CriClients } from '../../proto/client.js';
 import { failedPrecondition } from '../../pkg/errdefs/errors.js';
 import type { Logger } from '../../pkg/log/logger.js';
+import { enterArgv, type NodeNamespace } from '../../pkg/netns/node_namespace.js';
 import { gatherHostFacts } from '../../pkg/node/host_facts.js';
 import type { HostFacts } from '../../pkg/node/node_object.js';
 import { PodManager } from '../../pkg/node/pod_manager.js';
 import { PodConfig } from '../../pkg/node/pod_config.js';
 import type { PodManifest } from '../../pkg/node/pod_manifest.js';
+import { type ClusterObjects, memoryVolumeRoot } from '../../pkg/node/pod_volumes.js';
 import { StaticPods } from '../../pkg/node/static_pods.js';
 import { agentVersion } from './version.js';
 import { type AgentConfig, pathsOf } from './config.js';
@@ -43,7 +45,7 @@ export interface NodeHalfOptions {
   metrics: () => Promise<{ contentType: string; body: string }>;
 }
 
-export async function startNodeHalf(c: AgentConfig, log: Logger, o: NodeHalfOptions): Promise<() => Promise<void>> {
+export async function startNodeHalf(c: AgentConfig, log: Logger, ns: NodeNamespace, o: NodeHalfOptions): Promise<() => Promise<void>> {
   const p = pathsOf(c);
   const cri = criClients(c.criSocket);
   const cleanup: Array<() => Promise<void>> = [async () => cri.close()];
@@ -61,12 +63,28 @@ export async function startNodeHalf(c: AgentConfig, log: Logger, o: NodeHalfOpti
     const nodeName = c.cluster.nodeName;
 
     let podConfig: PodConfig | undefined;
+    // Set once the API client is made, before any pod is synced.
+    let objects: ClusterObjects | undefined;
     const pods = new PodManager({
       cri,
       log: log.child('pods'),
       logRoot: p.podLogsDir,
       nodeName,
       hostIP: nodeIP,
+      uid: c.uid,
+      volumeRoot: join(c.dataDir, 'pods', 'volumes'),
+      memoryVolumeRoot: await memoryVolumeRoot(c.runtimeDir, c.uid),
+      allocatable: { cpu: String(first.cpus), memory: String(first.memoryBytes), 'ephemeral-storage': String(first.ephemeralStorageBytes) },
+      asNodeRoot: (argv: string[]) => enterArgv(c.tools.nsenter ?? 'nsenter', ns, argv),
+      ...(c.cluster.kubeconfig !== undefined
+        ? {
+            cluster: {
+              configMap: (namespace, name) => objects!.configMap(namespace, name),
+              secret: (namespace, name) => objects!.secret(namespace, name),
+              serviceAccountToken: (namespace, sa, r) => objects!.serviceAccountToken(namespace, sa, r),
+            } satisfies ClusterObjects,
+          }
+        : {}),
       onStatus: (pod: PodManifest, status: object) => podConfig?.onStatus(pod, status as Record<string, unknown>),
       onEvent: (pod: PodManifest, e: { type: 'Normal' | 'Warning'; reason: string; message: string; container?: string }) => podConfig?.onEvent(pod, e),
       onTerminated: (pod: PodManifest) => void podConfig?.onTerminated(pod),
@@ -110,6 +128,7 @@ export async function startNodeHalf(c: AgentConfig, log: Logger, o: NodeHalfOpti
       const { PodInformer } = await import('../../pkg/node/pod_informer.js');
       const { PodStatusWriter } = await import('../../pkg/node/pod_status_writer.js');
       const { EventRecorder } = await import('../../pkg/node/event_recorder.js');
+      objects = (await import('../../pkg/node/cluster_objects.js')).clusterObjects(api);
       const versionInfo = await call<{ runtimeName: string; runtimeVersion: string }>(cri, 'Version', { version: 'v1' });
       const nodes = new NodeController({
         api,

@@ -89,7 +89,7 @@ export async function runNode(c: AgentConfig, env: NodeJS.ProcessEnv): Promise<n
       log.info('usernode is ready', { criSocket: c.criSocket, holder: ns.holderPid, runtimePid: supervisor.pid });
       // The node half drives the runtime through its CRI socket, as kubelet would.
       cleanup.push(
-        await startNodeHalf(c, log, {
+        await startNodeHalf(c, log, ns, {
           metrics: async () => ({ contentType: registry.contentType, body: (await registry.metrics()) + (await scrapeSocket(p.runtimeMetricsSocket)) }),
         }),
       );

@@ -2,7 +2,9 @@ import { join } from 'node:path';
 
 import type { CriClients } from '../../proto/client.js';
 import type { Logger } from '../log/logger.js';
-import type { PodManifest } from './pod_manifest.js';
+import { containerEnv, expandCommand, type NodeAllocatable, type PodFields } from './pod_env.js';
+import type { PodContainer, PodManifest } from './pod_manifest.js';
+import { type ClusterObjects, type CriMount, podsWithVolumes, type PodVolumes, setUpPodVolumes, tearDownPodVolumes } from './pod_volumes.js';
 
 // The node half's pod worker, as kubelet drives a CRI runtime: for every pod
 // it should run, a sandbox and its containers through the CRI client on the
@@ -32,36 +34,6 @@ interface PodState {
   notBefore: number;
 }
 
-interface PodFields {
-  podIP: string;
-  hostIP: string;
-  nodeName: string;
-}
-
-/** A Downward API field of the pod, as kubelet fills env fieldRefs. */
-export function fieldValue(pod: PodManifest, path: string, f: PodFields | undefined): string {
-  const m = /^metadata\.(labels|annotations)\['([^']+)'\]$/.exec(path);
-  if (m) return (m[1] === 'labels' ? pod.labels : pod.annotations)[m[2]!] ?? '';
-  switch (path) {
-    case 'metadata.name':
-      return pod.name;
-    case 'metadata.namespace':
-      return pod.namespace;
-    case 'metadata.uid':
-      return pod.uid;
-    case 'spec.nodeName':
-      return f?.nodeName ?? '';
-    case 'spec.serviceAccountName':
-      return '';
-    case 'status.podIP':
-      return f?.podIP ?? '';
-    case 'status.hostIP':
-      return f?.hostIP ?? '';
-    default:
-      return '';
-  }
-}
-
 export interface PodManagerOptions {
   /** The node's name and address, for fieldRefs (spec.nodeName, status.hostIP). */
   nodeName?: string;
@@ -72,6 +44,20 @@ export interface PodManagerOptions {
   logRoot: string;
   syncMs?: number;
   now?: () => number;
+  /** configMaps, secrets and tokens from the API server; undefined without a control plane. */
+  cluster?: ClusterObjects;
+  /** Pod volumes on disk (emptyDir, configMap, downwardAPI): <volumeRoot>/<podUid>/volumes/<name>. */
+  volumeRoot: string;
+  /** Pod volumes on a tmpfs (Memory emptyDir, secret, projected): see memoryVolumeRoot. */
+  memoryVolumeRoot: string;
+  /** The node's user, who must own every hostPath (default: this process's uid). */
+  uid?: number;
+  /** For resourceFieldRefs to unset limits. */
+  allocatable?: NodeAllocatable;
+  /** Wraps a command to run as root of the node namespace, to remove what containers left under their own ids. */
+  asNodeRoot?: (argv: string[]) => string[];
+  /** Volume content (configMaps, secrets, tokens) is refreshed at most this often (default 10 s). */
+  volumeSyncMs?: number;
 }
 
 type Callback<T> = (err: Error | null, res?: T) => void;
@@ -85,6 +71,8 @@ export class PodManager {
   /** Nothing is synced (so nothing removed) before the first desired set is known. */
   private known = false;
   private readonly now: () => number;
+  /** Set-up volumes by pod uid, and when their content is next refreshed. */
+  private readonly volumes = new Map<string, { volumes: PodVolumes; refreshAt: number }>();
 
   constructor(private readonly o: PodManagerOptions) {
     this.now = o.now ?? Date.now;
@@ -149,6 +137,7 @@ export class PodManager {
       }
       await this.remove(s.id, uid);
     }
+    await this.tearDownRemovedPodVolumes();
     for (const [uid, pod] of this.desired) {
       try {
         await this.syncPod(pod);
@@ -197,6 +186,8 @@ export class PodManager {
         status = undefined;
       }
     }
+    // Volumes before the sandbox, as kubelet mounts them before it: a pod whose volumes fail does not start.
+    const volumes = await this.podVolumes(pod);
     const sandboxConfig = this.sandboxConfig(pod, st?.attempt ?? 0);
     if (!st || st.sandboxId === '') {
       const attempt = st?.attempt ?? 0;
@@ -212,7 +203,7 @@ export class PodManager {
       status ??= await this.call<SandboxStatus>('runtime', 'PodSandboxStatus', { podSandboxId: sandboxId });
       // A pod on the node's network has the node's address (kubelet).
       const podIP = pod.hostNetwork ? (this.o.hostIP ?? '') : (status.status?.network?.ip ?? '');
-      return (fields ??= { podIP, hostIP: this.o.hostIP ?? '', nodeName: this.o.nodeName ?? '' });
+      return (fields ??= { podIP, podIPs: podIP ? [podIP] : [], hostIP: this.o.hostIP ?? '', nodeName: this.o.nodeName ?? '' });
     };
     const list = await this.call<{ containers: Array<{ id: string; state: string; metadata: { name: string; attempt: number }; labels: Record<string, string> }> }>('runtime', 'ListContainers', {
       filter: { podSandboxId: st.sandboxId },
@@ -244,16 +235,18 @@ export class PodManager {
         this.o.log.info('restarting container', { pod: `${pod.namespace}/${pod.name}`, container: c.name, exitCode: status.status.exitCode, attempt });
       }
       await this.ensureImage(c.image, c.imagePullPolicy, sandboxConfig);
-      const f = c.env.some((e) => e.fieldPath !== undefined) ? await podFields() : undefined;
+      const f = c.env.some((e) => e.valueFrom?.kind === 'fieldRef') ? await podFields() : { podIP: '', podIPs: [], hostIP: this.o.hostIP ?? '', nodeName: this.o.nodeName ?? '' };
+      const made = await this.containerSettings(pod, c, volumes, f);
       const created = await this.call<{ containerId: string }>('runtime', 'CreateContainer', {
         podSandboxId: st.sandboxId,
         config: {
           metadata: { name: c.name, attempt },
           image: { image: c.image },
-          command: c.command,
-          args: c.args,
+          command: made.command,
+          args: made.args,
           // KeyValue.value is bytes in CRI v1.37.
-          envs: c.env.map((e) => ({ key: e.name, value: Buffer.from(e.fieldPath ? fieldValue(pod, e.fieldPath, f) : e.value) })),
+          envs: made.envs.map((e) => ({ key: e.key, value: Buffer.from(e.value) })),
+          mounts: made.mounts,
           workingDir: c.workingDir ?? '',
           logPath: `${c.name}/${attempt}.log`,
           labels: { [containerNameLabel]: c.name, [uidLabel]: pod.uid },
@@ -271,5 +264,68 @@ export class PodManager {
     if (have.image && policy !== 'Always') return;
     if (!have.image && policy === 'Never') throw new Error(`image ${image} is not on the node and imagePullPolicy is Never (ErrImageNeverPull)`);
     await this.call('image', 'PullImage', { image: { image }, sandboxConfig });
+  }
+
+  /** The pod's volumes, set up before its sandbox, their content refreshed at most every volumeSyncMs. */
+  private async podVolumes(pod: PodManifest): Promise<PodVolumes> {
+    const have = this.volumes.get(pod.uid);
+    if (have && this.now() < have.refreshAt) return have.volumes;
+    const refreshAt = this.now() + (this.o.volumeSyncMs ?? 10000);
+    try {
+      const volumes = await setUpPodVolumes(pod, {
+        root: this.o.volumeRoot,
+        memoryRoot: this.o.memoryVolumeRoot,
+        uid: this.o.uid ?? process.getuid?.() ?? 0,
+        now: this.now,
+        ...(this.o.cluster ? { cluster: this.o.cluster } : {}),
+        ...(this.o.allocatable ? { allocatable: this.o.allocatable } : {}),
+      });
+      if (!have) for (const note of volumes.notes) this.o.log.warn('not enforced rootless', { pod: `${pod.namespace}/${pod.name}`, note });
+      this.volumes.set(pod.uid, { volumes, refreshAt });
+      return volumes;
+    } catch (e: unknown) {
+      // A running pod keeps what it has (kubelet keeps the last content too); one not started yet does not start.
+      if (have) {
+        this.o.log.warn('pod volumes could not be refreshed; the pod keeps their last content', { pod: `${pod.namespace}/${pod.name}`, error: (e as Error).message });
+        have.refreshAt = refreshAt;
+        return have.volumes;
+      }
+      throw Object.assign(new Error(`volumes cannot be set up: ${(e as Error).message}`), { reason: 'FailedMount', cause: e });
+    }
+  }
+
+  /** Env, mounts and the expanded command of a container about to be made; an error says why it cannot be (kubelet's CreateContainerConfigError). */
+  private async containerSettings(pod: PodManifest, c: PodContainer, volumes: PodVolumes, f: PodFields): Promise<{ envs: Array<{ key: string; value: string }>; mounts: CriMount[]; command: string[]; args: string[] }> {
+    try {
+      const envs = await containerEnv(
+        pod,
+        c,
+        { ...f, allocatable: this.o.allocatable ?? { cpu: '0', memory: '0', 'ephemeral-storage': '0' }, warn: (message) => this.o.log.warn('env keys skipped', { pod: `${pod.namespace}/${pod.name}`, container: c.name, message }) },
+        this.o.cluster,
+      );
+      return { envs, mounts: await volumes.mounts(c, envs), command: expandCommand(c.command, envs), args: expandCommand(c.args, envs) };
+    } catch (e: unknown) {
+      const err = e as Error & { field?: string };
+      const where = err.field && !err.message.startsWith(err.field) ? `${err.field}: ` : '';
+      throw Object.assign(new Error(`container ${c.name} cannot be made: ${where}${err.message}`), { reason: 'CreateContainerConfigError', cause: e });
+    }
+  }
+
+  /** Volumes of pods the node no longer runs (removed now or before an agent restart) go, once no sandbox of theirs is left. */
+  private async tearDownRemovedPodVolumes(): Promise<void> {
+    const roots = { root: this.o.volumeRoot, memoryRoot: this.o.memoryVolumeRoot };
+    const gone = (await podsWithVolumes(roots)).filter((uid) => !this.desired.has(uid));
+    if (gone.length === 0) return;
+    const left = await this.call<{ items: Array<{ labels: Record<string, string> }> }>('runtime', 'ListPodSandbox', { filter: { labelSelector: { [managedLabel]: 'true' } } });
+    const running = new Set(left.items.map((s) => s.labels[uidLabel]));
+    for (const uid of gone.filter((u) => !running.has(u))) {
+      try {
+        await tearDownPodVolumes(uid, { ...roots, ...(this.o.asNodeRoot ? { asNodeRoot: this.o.asNodeRoot } : {}) });
+        this.volumes.delete(uid);
+        this.o.log.info('pod volumes removed', { uid });
+      } catch (e: unknown) {
+        this.o.log.warn('pod volumes could not be removed', { uid, error: (e as Error).message });
+      }
+    }
   }
 }

@@ -3,11 +3,14 @@ import { createHash } from 'node:crypto';
 import { parseAllDocuments } from 'yaml';
 
 import { invalidArgument } from '../errdefs/errors.js';
+import { parseQuantity } from './quantity.js';
 
-// A Pod manifest (core/v1 Pod, YAML or JSON) as the node runs it: the part of
-// the Pod spec this node carries out today, checked field by field. Anything
-// the node would have to ignore silently (volumes, init containers, probes)
-// is refused naming the field, so a manifest never runs half-understood.
+// A Pod manifest (core/v1 Pod, YAML or JSON; a static pod's file or a pod
+// from the kube-apiserver) as the node runs it: the part of the Pod spec this
+// node carries out, checked field by field. Fields the API server fills in
+// with defaults, or that do not change what the node runs, are accepted (the
+// lists below say which and why); anything else the node would have to ignore
+// silently is refused naming the field, so a pod never runs half-understood.
 
 export interface ContainerPort {
   containerPort: number;
@@ -17,16 +20,104 @@ export interface ContainerPort {
 }
 
 /** The pod fields an env var may take (fieldRef.fieldPath) that a node knows without the API server's help. */
-export const podFieldPaths = ['metadata.name', 'metadata.namespace', 'metadata.uid', 'spec.nodeName', 'spec.serviceAccountName', 'status.hostIP', 'status.podIP'] as const;
+export const podFieldPaths = ['metadata.name', 'metadata.namespace', 'metadata.uid', 'spec.nodeName', 'spec.serviceAccountName', 'status.hostIP', 'status.hostIPs', 'status.podIP', 'status.podIPs'] as const;
 export type PodFieldPath = (typeof podFieldPaths)[number] | `metadata.labels['${string}']` | `metadata.annotations['${string}']`;
+/** What a downwardAPI volume file may hold (fieldRef): fewer than env, plus the whole label and annotation maps. */
+export const volumeFieldPaths = ['metadata.name', 'metadata.namespace', 'metadata.uid', 'metadata.labels', 'metadata.annotations'] as const;
+export type VolumeFieldPath = (typeof volumeFieldPaths)[number] | `metadata.labels['${string}']` | `metadata.annotations['${string}']`;
+/** The container resources a resourceFieldRef may name. */
+export const containerResources = ['limits.cpu', 'limits.memory', 'limits.ephemeral-storage', 'requests.cpu', 'requests.memory', 'requests.ephemeral-storage'] as const;
+export type ContainerResource = (typeof containerResources)[number];
+
+/** cpu in cores; memory and ephemeral-storage in bytes. */
+export type ResourceQuantities = Partial<Record<'cpu' | 'memory' | 'ephemeral-storage', number>>;
+
+export interface ResourceFieldRef {
+  /** Required in a volume (which container's resources); in env, the container itself when empty. */
+  containerName: string;
+  resource: ContainerResource;
+  /** The value is divided by it, rounded up (cores for cpu, bytes otherwise). */
+  divisor: number;
+}
+
+/** Where an env var's value comes from (EnvVarSource), one of four. */
+export type EnvVarSource =
+  | { kind: 'fieldRef'; fieldPath: PodFieldPath }
+  | ({ kind: 'resourceFieldRef' } & ResourceFieldRef)
+  | { kind: 'configMapKeyRef' | 'secretKeyRef'; name: string; key: string; optional: boolean };
+
+export interface EnvVar {
+  name: string;
+  /** The literal value ($(VAR) references expanded when the container is made); '' with valueFrom. */
+  value: string;
+  valueFrom?: EnvVarSource;
+}
+
+/** envFrom: every key of a configMap or secret, with a prefix. */
+export interface EnvFromSource {
+  kind: 'configMapRef' | 'secretRef';
+  name: string;
+  prefix: string;
+  optional: boolean;
+}
+
+export interface VolumeMount {
+  name: string;
+  mountPath: string;
+  readOnly: boolean;
+  /** A path inside the volume (no '..', not absolute); '' for all of it. */
+  subPath: string;
+  /** subPath with $(VAR) references to the container's env, expanded when the container is made. */
+  subPathExpr?: string;
+  mountPropagation: 'None' | 'HostToContainer' | 'Bidirectional';
+  recursiveReadOnly: boolean;
+}
+
+/** A file of a configMap, secret or downwardAPI volume. mode undefined: the volume's defaultMode. */
+export interface KeyToPath {
+  key: string;
+  path: string;
+  mode?: number;
+}
+
+export interface DownwardAPIFile {
+  path: string;
+  mode?: number;
+  fieldRef?: VolumeFieldPath;
+  resourceFieldRef?: ResourceFieldRef;
+}
+
+export type ProjectedSource =
+  | { kind: 'serviceAccountToken'; audience: string; expirationSeconds: number; path: string }
+  | { kind: 'configMap' | 'secret'; name: string; items?: KeyToPath[]; optional: boolean }
+  | { kind: 'downwardAPI'; items: DownwardAPIFile[] };
+
+export const hostPathTypes = ['', 'DirectoryOrCreate', 'Directory', 'FileOrCreate', 'File', 'Socket', 'CharDevice', 'BlockDevice'] as const;
+export type HostPathType = (typeof hostPathTypes)[number];
+
+export type VolumeSource =
+  | { kind: 'emptyDir'; medium: '' | 'Memory'; sizeLimit?: string }
+  | { kind: 'configMap' | 'secret'; name: string; items?: KeyToPath[]; defaultMode: number; optional: boolean }
+  | { kind: 'downwardAPI'; items: DownwardAPIFile[]; defaultMode: number }
+  | { kind: 'projected'; sources: ProjectedSource[]; defaultMode: number }
+  | { kind: 'hostPath'; path: string; type: HostPathType };
+
+export interface PodVolume {
+  name: string;
+  source: VolumeSource;
+}
 
 export interface PodContainer {
   name: string;
   image: string;
   command: string[];
   args: string[];
-  /** A value, or a field of the pod (Downward API fieldRef) filled in when the pod runs. */
-  env: Array<{ name: string; value: string; fieldPath?: PodFieldPath }>;
+  /** A value, or one filled in when the container is made (valueFrom). */
+  env: EnvVar[];
+  envFrom: EnvFromSource[];
+  volumeMounts: VolumeMount[];
+  /** For resourceFieldRef (the same shape as the pod worker's resources). */
+  resources: { requests: ResourceQuantities; limits: ResourceQuantities };
   workingDir?: string;
   ports: ContainerPort[];
   imagePullPolicy: 'Always' | 'IfNotPresent' | 'Never';
@@ -35,7 +126,10 @@ export interface PodContainer {
 export interface PodManifest {
   name: string;
   namespace: string;
-  /** Stable for the same content from the same place (as kubelet's static pod uid): a change is a new pod. */
+  /**
+   * The API server's metadata.uid; for a static pod, stable for the same
+   * content from the same place (as kubelet's static pod uid): a change is a new pod.
+   */
   uid: string;
   labels: Record<string, string>;
   annotations: Record<string, string>;
@@ -46,14 +140,36 @@ export interface PodManifest {
   containers: PodContainer[];
   /** The object as written (a static pod's mirror pod is made from it). */
   raw: Record<string, unknown>;
+  volumes: PodVolume[];
+  /** '' for a static pod that names none. */
+  serviceAccountName: string;
 }
 
 type Obj = Record<string, unknown>;
 
 const dnsLabel = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 const dnsSubdomain = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
-const supportedPodFields = new Set(['containers', 'restartPolicy', 'hostNetwork', 'hostname', 'terminationGracePeriodSeconds', 'nodeName', 'dnsPolicy', 'schedulerName', 'priority', 'enableServiceLinks', 'tolerations', 'securityContext']);
-const supportedContainerFields = new Set(['name', 'image', 'command', 'args', 'env', 'workingDir', 'ports', 'imagePullPolicy', 'resources', 'terminationMessagePath', 'terminationMessagePolicy']);
+/** The pod spec fields this node reads or may safely pass over; any other is refused by name. */
+const supportedPodFields = new Set([
+  // Carried out by the node.
+  'containers', 'volumes', 'restartPolicy', 'hostNetwork', 'hostname', 'terminationGracePeriodSeconds', 'securityContext',
+  // Scheduling: the scheduler has acted on them before the pod is bound to this node.
+  'nodeName', 'nodeSelector', 'affinity', 'tolerations', 'schedulerName', 'priority', 'priorityClassName', 'preemptionPolicy', 'topologySpreadConstraints', 'schedulingGates',
+  // The service account: admission has turned it into the kube-api-access projected volume the node mounts.
+  'serviceAccountName', 'serviceAccount', 'automountServiceAccountToken',
+  // Defaulted on every API pod: ClusterFirst DNS is the node's resolv.conf until the node is told a cluster DNS
+  // address; service links (the *_SERVICE_HOST env vars) are not injected yet, and the pod still runs.
+  'dnsPolicy', 'enableServiceLinks',
+  // Checked below: only what the node runs anyway.
+  'os',
+]);
+/** Pod securityContext fields the node carries out: none yet; the API server defaults it to {}. */
+const supportedPodSecurityFields = new Set<string>();
+const supportedContainerFields = new Set([
+  'name', 'image', 'command', 'args', 'env', 'envFrom', 'volumeMounts', 'workingDir', 'ports', 'imagePullPolicy', 'resources',
+  // Defaulted by the API server (/dev/termination-log, File): the runtime gives each container its termination-log file.
+  'terminationMessagePath', 'terminationMessagePolicy',
+]);
 
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
 
@@ -82,20 +198,14 @@ function container(c: unknown, i: number): PodContainer {
   }
   if (typeof c.name !== 'string' || !dnsLabel.test(c.name)) throw invalidArgument('must be a DNS label (lower-case letters, digits, -)', { field: `${f}.name` });
   if (typeof c.image !== 'string' || c.image.trim() === '') throw invalidArgument('is required', { field: `${f}.image` });
-  const env = (Array.isArray(c.env) ? c.env : c.env === undefined ? [] : null)?.map((e: unknown, j: number) => {
-    const ef = `${f}.env[${j}]`;
-    if (!isObj(e) || typeof e.name !== 'string' || e.name === '') throw invalidArgument('needs a name', { field: `${ef}.name` });
-    if (e.valueFrom !== undefined) {
-      const vf = e.valueFrom;
-      if (!isObj(vf) || Object.keys(vf).some((k) => k !== 'fieldRef')) throw invalidArgument('only fieldRef is supported by this node yet', { field: `${ef}.valueFrom` });
-      const path = isObj(vf.fieldRef) ? vf.fieldRef.fieldPath : undefined;
-      const known = typeof path === 'string' && ((podFieldPaths as readonly string[]).includes(path) || /^metadata\.(labels|annotations)\['[^']+'\]$/.test(path));
-      if (!known) throw invalidArgument(`is not a pod field this node knows: ${JSON.stringify(path)}`, { field: `${ef}.valueFrom.fieldRef.fieldPath` });
-      return { name: e.name, value: '', fieldPath: path as PodFieldPath };
-    }
-    return { name: e.name, value: typeof e.value === 'string' ? e.value : e.value === undefined ? '' : String(e.value) };
+  const env = list(c.env, `${f}.env`).map((e, j) => envVar(e, `${f}.env[${j}]`));
+  const envFrom = list(c.envFrom, `${f}.envFrom`).map((e, j) => envFromSource(e, `${f}.envFrom[${j}]`));
+  const volumeMounts = list(c.volumeMounts, `${f}.volumeMounts`).map((m, j) => volumeMount(m, `${f}.volumeMounts[${j}]`));
+  const paths = new Set<string>();
+  volumeMounts.forEach((m, j) => {
+    if (paths.has(m.mountPath)) throw invalidArgument(`mountPath ${m.mountPath} is used twice`, { field: `${f}.volumeMounts[${j}].mountPath` });
+    paths.add(m.mountPath);
   });
-  if (!env) throw invalidArgument('must be a list', { field: `${f}.env` });
   const ports = (Array.isArray(c.ports) ? c.ports : c.ports === undefined ? [] : null)?.map((p: unknown, j: number): ContainerPort => {
     const pf = `${f}.ports[${j}]`;
     if (!isObj(p)) throw invalidArgument('must be an object', { field: pf });
@@ -119,10 +229,277 @@ function container(c: unknown, i: number): PodContainer {
     command: strings(c.command, `${f}.command`),
     args: strings(c.args, `${f}.args`),
     env,
+    envFrom,
+    volumeMounts,
+    resources: containerResourcesOf(c.resources, `${f}.resources`),
     ...(typeof c.workingDir === 'string' && c.workingDir !== '' ? { workingDir: c.workingDir } : {}),
     ports,
     imagePullPolicy: policy as PodContainer['imagePullPolicy'],
   };
+}
+
+function list(v: unknown, field: string): unknown[] {
+  if (v === undefined || v === null) return [];
+  if (!Array.isArray(v)) throw invalidArgument('must be a list', { field });
+  return v;
+}
+
+function optionalBool(v: unknown, field: string): boolean {
+  if (v === undefined || v === null) return false;
+  if (typeof v !== 'boolean') throw invalidArgument('must be true or false', { field });
+  return v;
+}
+
+function requiredString(v: unknown, field: string): string {
+  if (typeof v !== 'string' || v === '') throw invalidArgument('is required', { field });
+  return v;
+}
+
+/** Only the keys named; the first other one is refused by name. */
+function onlyKeys(o: Obj, keys: readonly string[], field: string): void {
+  for (const k of Object.keys(o)) if (!keys.includes(k)) throw invalidArgument('is not supported by this node yet', { field: `${field}.${k}` });
+}
+
+/** An env var name as the API server takes it (relaxed validation): printable ASCII without '='. */
+export const envVarName = /^[\x20-\x3c\x3e-\x7e]+$/;
+
+function envVar(e: unknown, f: string): EnvVar {
+  if (!isObj(e)) throw invalidArgument('must be an object', { field: f });
+  onlyKeys(e, ['name', 'value', 'valueFrom'], f);
+  if (typeof e.name !== 'string' || !envVarName.test(e.name)) throw invalidArgument('needs a name (printable characters, no =)', { field: `${f}.name` });
+  if (e.valueFrom === undefined || e.valueFrom === null) return { name: e.name, value: typeof e.value === 'string' ? e.value : e.value === undefined || e.value === null ? '' : String(e.value) };
+  if (e.value !== undefined && e.value !== '') throw invalidArgument('may not be set together with value', { field: `${f}.valueFrom` });
+  const vf = e.valueFrom;
+  const vff = `${f}.valueFrom`;
+  if (!isObj(vf)) throw invalidArgument('must be an object', { field: vff });
+  onlyKeys(vf, ['fieldRef', 'resourceFieldRef', 'configMapKeyRef', 'secretKeyRef'], vff);
+  const kinds = Object.keys(vf);
+  if (kinds.length !== 1) throw invalidArgument('must name exactly one of fieldRef, resourceFieldRef, configMapKeyRef, secretKeyRef', { field: vff });
+  const kind = kinds[0] as 'fieldRef' | 'resourceFieldRef' | 'configMapKeyRef' | 'secretKeyRef';
+  const src = vf[kind];
+  const sf = `${vff}.${kind}`;
+  if (!isObj(src)) throw invalidArgument('must be an object', { field: sf });
+  switch (kind) {
+    case 'fieldRef': {
+      onlyKeys(src, ['fieldPath', 'apiVersion'], sf);
+      const path = src.fieldPath;
+      const known = typeof path === 'string' && ((podFieldPaths as readonly string[]).includes(path) || /^metadata\.(labels|annotations)\['[^']+'\]$/.test(path));
+      if (!known) throw invalidArgument(`is not a pod field this node knows: ${JSON.stringify(path)}`, { field: `${sf}.fieldPath` });
+      return { name: e.name, value: '', valueFrom: { kind, fieldPath: path as PodFieldPath } };
+    }
+    case 'resourceFieldRef':
+      return { name: e.name, value: '', valueFrom: { kind, ...resourceFieldRef(src, sf, false) } };
+    case 'configMapKeyRef':
+    case 'secretKeyRef':
+      onlyKeys(src, ['name', 'key', 'optional'], sf);
+      return { name: e.name, value: '', valueFrom: { kind, name: requiredString(src.name, `${sf}.name`), key: requiredString(src.key, `${sf}.key`), optional: optionalBool(src.optional, `${sf}.optional`) } };
+  }
+}
+
+function resourceFieldRef(o: Obj, f: string, inVolume: boolean): ResourceFieldRef {
+  onlyKeys(o, ['containerName', 'resource', 'divisor'], f);
+  if (!(containerResources as readonly unknown[]).includes(o.resource)) throw invalidArgument(`must be one of ${containerResources.join(', ')}; got ${JSON.stringify(o.resource)}`, { field: `${f}.resource` });
+  const containerName = o.containerName ?? '';
+  if (typeof containerName !== 'string' || (inVolume && containerName === '')) throw invalidArgument('must name a container of the pod', { field: `${f}.containerName` });
+  // The API server writes an unset divisor as "0"; kubelet takes 0 as 1.
+  const divisor = o.divisor === undefined || o.divisor === null ? 1 : parseQuantity(o.divisor, `${f}.divisor`) || 1;
+  return { containerName, resource: o.resource as ContainerResource, divisor };
+}
+
+function envFromSource(e: unknown, f: string): EnvFromSource {
+  if (!isObj(e)) throw invalidArgument('must be an object', { field: f });
+  onlyKeys(e, ['prefix', 'configMapRef', 'secretRef'], f);
+  const prefix = e.prefix ?? '';
+  if (typeof prefix !== 'string' || (prefix !== '' && !envVarName.test(prefix))) throw invalidArgument('must be printable characters without =', { field: `${f}.prefix` });
+  const kinds = (['configMapRef', 'secretRef'] as const).filter((k) => e[k] !== undefined && e[k] !== null);
+  if (kinds.length !== 1) throw invalidArgument('must name exactly one of configMapRef, secretRef', { field: f });
+  const kind = kinds[0]!;
+  const ref = e[kind];
+  if (!isObj(ref)) throw invalidArgument('must be an object', { field: `${f}.${kind}` });
+  onlyKeys(ref, ['name', 'optional'], `${f}.${kind}`);
+  return { kind, name: requiredString(ref.name, `${f}.${kind}.name`), prefix, optional: optionalBool(ref.optional, `${f}.${kind}.optional`) };
+}
+
+/** A relative path inside a volume: no '..' element, not absolute. */
+function insidePath(v: unknown, field: string, allowEmpty: boolean): string {
+  if (typeof v !== 'string' || (!allowEmpty && v === '')) throw invalidArgument('must be a relative path', { field });
+  if (v.startsWith('/') || v.split('/').includes('..')) throw invalidArgument(`must be a relative path without '..', got ${JSON.stringify(v)}`, { field });
+  return v;
+}
+
+function volumeMount(m: unknown, f: string): VolumeMount {
+  if (!isObj(m)) throw invalidArgument('must be an object', { field: f });
+  onlyKeys(m, ['name', 'mountPath', 'readOnly', 'subPath', 'subPathExpr', 'mountPropagation', 'recursiveReadOnly'], f);
+  const name = requiredString(m.name, `${f}.name`);
+  const mountPath = requiredString(m.mountPath, `${f}.mountPath`);
+  if (!mountPath.startsWith('/')) throw invalidArgument(`must be an absolute path, got ${JSON.stringify(mountPath)}`, { field: `${f}.mountPath` });
+  if (mountPath.includes(':')) throw invalidArgument('must not contain ":"', { field: `${f}.mountPath` });
+  const subPath = insidePath(m.subPath ?? '', `${f}.subPath`, true);
+  if (m.subPathExpr !== undefined && m.subPathExpr !== null && m.subPathExpr !== '') {
+    if (subPath !== '') throw invalidArgument('may not be set together with subPath', { field: `${f}.subPathExpr` });
+    insidePath(m.subPathExpr, `${f}.subPathExpr`, false);
+  }
+  const propagation = m.mountPropagation ?? 'None';
+  if (propagation !== 'None' && propagation !== 'HostToContainer' && propagation !== 'Bidirectional') throw invalidArgument(`must be None, HostToContainer or Bidirectional, got ${JSON.stringify(propagation)}`, { field: `${f}.mountPropagation` });
+  const readOnly = optionalBool(m.readOnly, `${f}.readOnly`);
+  const rro = m.recursiveReadOnly ?? 'Disabled';
+  if (rro !== 'Disabled' && rro !== 'IfPossible' && rro !== 'Enabled') throw invalidArgument(`must be Disabled, IfPossible or Enabled, got ${JSON.stringify(rro)}`, { field: `${f}.recursiveReadOnly` });
+  if (rro !== 'Disabled' && (!readOnly || propagation !== 'None')) throw invalidArgument('needs readOnly: true and mountPropagation None', { field: `${f}.recursiveReadOnly` });
+  return {
+    name,
+    mountPath,
+    readOnly,
+    subPath,
+    ...(typeof m.subPathExpr === 'string' && m.subPathExpr !== '' ? { subPathExpr: m.subPathExpr } : {}),
+    mountPropagation: propagation,
+    recursiveReadOnly: rro !== 'Disabled',
+  };
+}
+
+/** requests and limits (cpu in cores, memory and ephemeral-storage in bytes); requests default to the limits, as the API server defaults them. */
+function containerResourcesOf(r: unknown, f: string): PodContainer['resources'] {
+  if (r === undefined || r === null) return { limits: {}, requests: {} };
+  if (!isObj(r)) throw invalidArgument('must be an object', { field: f });
+  onlyKeys(r, ['limits', 'requests'], f);
+  const quantities = (v: unknown, field: string): ResourceQuantities => {
+    if (v === undefined || v === null) return {};
+    if (!isObj(v)) throw invalidArgument('must be a map of quantities', { field });
+    const out: ResourceQuantities = {};
+    for (const [k, q] of Object.entries(v)) {
+      if (k !== 'cpu' && k !== 'memory' && k !== 'ephemeral-storage') throw invalidArgument('is not a resource this node handles (cpu, memory, ephemeral-storage)', { field: `${field}.${k}` });
+      out[k] = parseQuantity(q, `${field}.${k}`);
+    }
+    return out;
+  };
+  const limits = quantities(r.limits, `${f}.limits`);
+  return { limits, requests: { ...limits, ...quantities(r.requests, `${f}.requests`) } };
+}
+
+// ---- volumes ----
+
+/** The volume sources the node carries out; any other is named in the refusal. */
+const volumeKinds = ['emptyDir', 'configMap', 'secret', 'downwardAPI', 'projected', 'hostPath'] as const;
+
+function fileMode(v: unknown, field: string, fallback: number | undefined): number | undefined {
+  if (v === undefined || v === null) return fallback;
+  if (!Number.isInteger(v) || (v as number) < 0 || (v as number) > 0o777) throw invalidArgument(`must be a file mode 0-0777 (octal; 0-511 in JSON), got ${JSON.stringify(v)}`, { field });
+  return v as number;
+}
+
+function keyToPaths(v: unknown, f: string): KeyToPath[] | undefined {
+  if (v === undefined || v === null) return undefined;
+  return list(v, f).map((it, i) => {
+    const itf = `${f}[${i}]`;
+    if (!isObj(it)) throw invalidArgument('must be an object', { field: itf });
+    onlyKeys(it, ['key', 'path', 'mode'], itf);
+    const mode = fileMode(it.mode, `${itf}.mode`, undefined);
+    return { key: requiredString(it.key, `${itf}.key`), path: insidePath(it.path, `${itf}.path`, false), ...(mode !== undefined ? { mode } : {}) };
+  });
+}
+
+function downwardAPIFiles(v: unknown, f: string): DownwardAPIFile[] {
+  return list(v, f).map((it, i) => {
+    const itf = `${f}[${i}]`;
+    if (!isObj(it)) throw invalidArgument('must be an object', { field: itf });
+    onlyKeys(it, ['path', 'fieldRef', 'resourceFieldRef', 'mode'], itf);
+    const path = insidePath(it.path, `${itf}.path`, false);
+    const mode = fileMode(it.mode, `${itf}.mode`, undefined);
+    const out: DownwardAPIFile = { path, ...(mode !== undefined ? { mode } : {}) };
+    if ((it.fieldRef === undefined) === (it.resourceFieldRef === undefined)) throw invalidArgument('must name exactly one of fieldRef, resourceFieldRef', { field: itf });
+    if (it.fieldRef !== undefined) {
+      if (!isObj(it.fieldRef)) throw invalidArgument('must be an object', { field: `${itf}.fieldRef` });
+      onlyKeys(it.fieldRef, ['fieldPath', 'apiVersion'], `${itf}.fieldRef`);
+      const p = it.fieldRef.fieldPath;
+      const known = typeof p === 'string' && ((volumeFieldPaths as readonly string[]).includes(p) || /^metadata\.(labels|annotations)\['[^']+'\]$/.test(p));
+      if (!known) throw invalidArgument(`is not a pod field a downwardAPI volume can hold: ${JSON.stringify(p)}`, { field: `${itf}.fieldRef.fieldPath` });
+      out.fieldRef = p as VolumeFieldPath;
+    } else {
+      if (!isObj(it.resourceFieldRef)) throw invalidArgument('must be an object', { field: `${itf}.resourceFieldRef` });
+      out.resourceFieldRef = resourceFieldRef(it.resourceFieldRef, `${itf}.resourceFieldRef`, true);
+    }
+    return out;
+  });
+}
+
+function projectedSource(s: unknown, f: string): ProjectedSource {
+  if (!isObj(s)) throw invalidArgument('must be an object', { field: f });
+  const kinds = Object.keys(s).filter((k) => s[k] !== undefined && s[k] !== null);
+  if (kinds.length !== 1) throw invalidArgument('must name exactly one source', { field: f });
+  const kind = kinds[0]!;
+  const v = s[kind];
+  const sf = `${f}.${kind}`;
+  if (!isObj(v)) throw invalidArgument('must be an object', { field: sf });
+  switch (kind) {
+    case 'serviceAccountToken': {
+      onlyKeys(v, ['audience', 'expirationSeconds', 'path'], sf);
+      const exp = v.expirationSeconds ?? 3600;
+      if (!Number.isInteger(exp) || (exp as number) < 600 || (exp as number) > 2 ** 32) throw invalidArgument('must be at least 600 seconds', { field: `${sf}.expirationSeconds` });
+      if (v.audience !== undefined && typeof v.audience !== 'string') throw invalidArgument('must be a string', { field: `${sf}.audience` });
+      return { kind, audience: (v.audience as string | undefined) ?? '', expirationSeconds: exp as number, path: insidePath(v.path, `${sf}.path`, false) };
+    }
+    case 'configMap':
+    case 'secret': {
+      onlyKeys(v, ['name', 'items', 'optional'], sf);
+      const items = keyToPaths(v.items, `${sf}.items`);
+      return { kind, name: requiredString(v.name, `${sf}.name`), ...(items ? { items } : {}), optional: optionalBool(v.optional, `${sf}.optional`) };
+    }
+    case 'downwardAPI':
+      onlyKeys(v, ['items'], sf);
+      return { kind, items: downwardAPIFiles(v.items, `${sf}.items`) };
+    default:
+      throw invalidArgument(`projected source ${kind} is not supported by this node`, { field: sf });
+  }
+}
+
+function podVolume(v: unknown, f: string): PodVolume {
+  if (!isObj(v)) throw invalidArgument('must be an object', { field: f });
+  if (typeof v.name !== 'string' || !dnsLabel.test(v.name)) throw invalidArgument('must be a DNS label (lower-case letters, digits, -)', { field: `${f}.name` });
+  const kinds = Object.keys(v).filter((k) => k !== 'name' && v[k] !== undefined && v[k] !== null);
+  if (kinds.length === 0) throw invalidArgument('names no volume source', { field: f });
+  if (kinds.length > 1) throw invalidArgument(`names more than one volume source: ${kinds.join(', ')}`, { field: f });
+  const kind = kinds[0]! as (typeof volumeKinds)[number];
+  if (!(volumeKinds as readonly string[]).includes(kind)) throw invalidArgument(`volume type ${kind} is not supported by this node`, { field: f });
+  const s = v[kind];
+  const sf = `${f}.${kind}`;
+  if (!isObj(s)) throw invalidArgument('must be an object', { field: sf });
+  const name = v.name;
+  switch (kind) {
+    case 'emptyDir': {
+      onlyKeys(s, ['medium', 'sizeLimit'], sf);
+      const medium = s.medium ?? '';
+      if (medium !== '' && medium !== 'Memory') throw invalidArgument(`must be "" or Memory, got ${JSON.stringify(medium)}`, { field: `${sf}.medium` });
+      const sizeLimit = s.sizeLimit === undefined || s.sizeLimit === null ? undefined : String(s.sizeLimit);
+      if (sizeLimit !== undefined) parseQuantity(sizeLimit, `${sf}.sizeLimit`);
+      return { name, source: { kind: 'emptyDir', medium, ...(sizeLimit !== undefined ? { sizeLimit } : {}) } };
+    }
+    case 'configMap':
+    case 'secret': {
+      const nameKey = kind === 'secret' ? 'secretName' : 'name';
+      onlyKeys(s, [nameKey, 'items', 'defaultMode', 'optional'], sf);
+      const items = keyToPaths(s.items, `${sf}.items`);
+      return {
+        name,
+        source: { kind, name: requiredString(s[nameKey], `${sf}.${nameKey}`), ...(items ? { items } : {}), defaultMode: fileMode(s.defaultMode, `${sf}.defaultMode`, 0o644)!, optional: optionalBool(s.optional, `${sf}.optional`) },
+      };
+    }
+    case 'downwardAPI':
+      onlyKeys(s, ['items', 'defaultMode'], sf);
+      return { name, source: { kind, items: downwardAPIFiles(s.items, `${sf}.items`), defaultMode: fileMode(s.defaultMode, `${sf}.defaultMode`, 0o644)! } };
+    case 'projected': {
+      onlyKeys(s, ['sources', 'defaultMode'], sf);
+      const sources = list(s.sources, `${sf}.sources`).map((p, i) => projectedSource(p, `${sf}.sources[${i}]`));
+      return { name, source: { kind, sources, defaultMode: fileMode(s.defaultMode, `${sf}.defaultMode`, 0o644)! } };
+    }
+    case 'hostPath': {
+      onlyKeys(s, ['path', 'type'], sf);
+      const path = requiredString(s.path, `${sf}.path`);
+      if (!path.startsWith('/')) throw invalidArgument(`must be an absolute path, got ${JSON.stringify(path)}`, { field: `${sf}.path` });
+      if (path.split('/').includes('..')) throw invalidArgument("must not contain '..'", { field: `${sf}.path` });
+      const type = s.type ?? '';
+      if (!(hostPathTypes as readonly unknown[]).includes(type)) throw invalidArgument(`must be one of ${hostPathTypes.filter(Boolean).join(', ')} or empty, got ${JSON.stringify(type)}`, { field: `${sf}.type` });
+      return { name, source: { kind, path, type: type as HostPathType } };
+    }
+  }
 }
 
 /** One manifest document as a pod; `source` (the file) and the text make its uid. */
@@ -139,8 +516,44 @@ export function podFromObject(o: unknown, source: string, text: string): PodMani
   for (const k of Object.keys(spec)) {
     if (!supportedPodFields.has(k)) throw invalidArgument("is not supported by this node yet", { field: `spec.${k}` });
   }
+  if (spec.securityContext !== undefined && spec.securityContext !== null) {
+    if (!isObj(spec.securityContext)) throw invalidArgument('must be an object', { field: 'spec.securityContext' });
+    for (const k of Object.keys(spec.securityContext)) {
+      if (!supportedPodSecurityFields.has(k)) throw invalidArgument('is not supported by this node yet', { field: `spec.securityContext.${k}` });
+    }
+  }
+  if (spec.os !== undefined && spec.os !== null && (!isObj(spec.os) || spec.os.name !== 'linux')) throw invalidArgument('this node runs linux pods only', { field: 'spec.os.name' });
   if (!Array.isArray(spec.containers) || spec.containers.length === 0) throw invalidArgument('needs at least one container', { field: 'spec.containers' });
   const containers = spec.containers.map(container);
+  const volumes = list(spec.volumes, 'spec.volumes').map((v, i) => podVolume(v, `spec.volumes[${i}]`));
+  const volumeNames = new Map<string, PodVolume>();
+  volumes.forEach((v, i) => {
+    if (volumeNames.has(v.name)) throw invalidArgument(`the name ${v.name} is used twice`, { field: `spec.volumes[${i}].name` });
+    volumeNames.set(v.name, v);
+  });
+  containers.forEach((c, i) =>
+    c.volumeMounts.forEach((m, j) => {
+      const field = `spec.containers[${i}].volumeMounts[${j}]`;
+      const v = volumeNames.get(m.name);
+      if (!v) throw invalidArgument(`names no volume of the pod: ${m.name}`, { field: `${field}.name` });
+      if (m.mountPropagation === 'Bidirectional') throw invalidArgument('Bidirectional mount propagation is for privileged containers only, which this node does not run', { field: `${field}.mountPropagation` });
+    }),
+  );
+  containers.forEach((c, i) =>
+    [...c.env.entries()].forEach(([j, e]) => {
+      if (e.valueFrom?.kind === 'resourceFieldRef' && e.valueFrom.containerName !== '' && e.valueFrom.containerName !== c.name) {
+        throw invalidArgument(`must be this container's name (${c.name}) or empty`, { field: `spec.containers[${i}].env[${j}].valueFrom.resourceFieldRef.containerName` });
+      }
+    }),
+  );
+  for (const [i, v] of volumes.entries()) {
+    const files = v.source.kind === 'downwardAPI' ? v.source.items : v.source.kind === 'projected' ? v.source.sources.flatMap((s) => (s.kind === 'downwardAPI' ? s.items : [])) : [];
+    for (const d of files) {
+      if (d.resourceFieldRef && !containers.some((c) => c.name === d.resourceFieldRef!.containerName)) {
+        throw invalidArgument(`names no container of the pod: ${JSON.stringify(d.resourceFieldRef.containerName)}`, { field: `spec.volumes[${i}] (${d.path}).resourceFieldRef.containerName` });
+      }
+    }
+  }
   const names = new Set<string>();
   containers.forEach((c, i) => {
     if (names.has(c.name)) throw invalidArgument(`the name ${c.name} is used twice`, { field: `spec.containers[${i}].name` });
@@ -151,6 +564,9 @@ export function podFromObject(o: unknown, source: string, text: string): PodMani
   const grace = spec.terminationGracePeriodSeconds ?? 30;
   if (!Number.isInteger(grace) || (grace as number) < 0) throw invalidArgument('must be a whole number of seconds, 0 or more', { field: 'spec.terminationGracePeriodSeconds' });
   if (spec.hostname !== undefined && (typeof spec.hostname !== 'string' || !dnsLabel.test(spec.hostname))) throw invalidArgument('must be a DNS label', { field: 'spec.hostname' });
+  if (md.uid !== undefined && md.uid !== '' && (typeof md.uid !== 'string' || !/^[0-9a-zA-Z-]{1,64}$/.test(md.uid))) throw invalidArgument('must be a uid (letters, digits and -)', { field: 'metadata.uid' });
+  const serviceAccountName = spec.serviceAccountName ?? spec.serviceAccount ?? '';
+  if (typeof serviceAccountName !== 'string' || (serviceAccountName !== '' && !dnsSubdomain.test(serviceAccountName))) throw invalidArgument('must be a DNS subdomain', { field: 'spec.serviceAccountName' });
   const hash = createHash('sha256').update(source).update('\0').update(text).digest('hex');
   return {
     name: md.name,
@@ -165,12 +581,15 @@ export function podFromObject(o: unknown, source: string, text: string): PodMani
     terminationGracePeriodSeconds: grace as number,
     containers,
     raw: o,
+    volumes,
+    serviceAccountName,
   };
 }
 
 /** The pods of a manifest file (several YAML documents allowed); errors name the file, the document and the field. */
 export function parseManifest(text: string, source: string): PodManifest[] {
-  const docs = parseAllDocuments(text);
+  // YAML 1.1, as kubectl and kubelet read manifests (sigs.k8s.io/yaml): defaultMode: 0644 is octal.
+  const docs = parseAllDocuments(text, { version: '1.1' });
   const out: PodManifest[] = [];
   docs.forEach((d, i) => {
     const where = docs.length > 1 ? `${source} (document ${i + 1})` : source;
