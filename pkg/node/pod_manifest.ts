@@ -3,13 +3,16 @@ import { createHash } from 'node:crypto';
 import { parseAllDocuments } from 'yaml';
 
 import { invalidArgument } from '../errdefs/errors.js';
+import { type ContainerLifecycleSpec, containerLifecycleSpec, lifecycleContainerFields } from './container_spec.js';
 
 // A Pod manifest (core/v1 Pod, YAML or JSON) as the node runs it: the part of
 // the Pod spec this node carries out today, checked field by field. Anything
-// the node would have to ignore silently (volumes, init containers, probes)
+// the node would have to ignore silently (volumes)
 // is refused naming the field, so a manifest never runs half-understood.
 
 export interface ContainerPort {
+  /** For probes and hooks that name their port. */
+  name?: string;
   containerPort: number;
   hostPort?: number;
   protocol: 'TCP' | 'UDP' | 'SCTP';
@@ -20,7 +23,7 @@ export interface ContainerPort {
 export const podFieldPaths = ['metadata.name', 'metadata.namespace', 'metadata.uid', 'spec.nodeName', 'spec.serviceAccountName', 'status.hostIP', 'status.podIP'] as const;
 export type PodFieldPath = (typeof podFieldPaths)[number] | `metadata.labels['${string}']` | `metadata.annotations['${string}']`;
 
-export interface PodContainer {
+export interface PodContainer extends ContainerLifecycleSpec {
   name: string;
   image: string;
   command: string[];
@@ -43,15 +46,21 @@ export interface PodManifest {
   hostNetwork: boolean;
   hostname?: string;
   terminationGracePeriodSeconds: number;
+  /** Run one at a time, in order, each to success, before the containers (sidecars, restartPolicy Always, stay running). */
+  initContainers: PodContainer[];
   containers: PodContainer[];
+  /** Set when the pod is being deleted (RFC 3339): the worker stops it gracefully. */
+  deletionTimestamp?: string;
+  /** The grace the deletion asked for; it wins over terminationGracePeriodSeconds. */
+  deletionGracePeriodSeconds?: number;
 }
 
 type Obj = Record<string, unknown>;
 
 const dnsLabel = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 const dnsSubdomain = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
-const supportedPodFields = new Set(['containers', 'restartPolicy', 'hostNetwork', 'hostname', 'terminationGracePeriodSeconds', 'nodeName', 'dnsPolicy', 'schedulerName', 'priority', 'enableServiceLinks', 'tolerations', 'securityContext']);
-const supportedContainerFields = new Set(['name', 'image', 'command', 'args', 'env', 'workingDir', 'ports', 'imagePullPolicy', 'resources', 'terminationMessagePath', 'terminationMessagePolicy']);
+const supportedPodFields = new Set(['containers', 'initContainers', 'restartPolicy', 'hostNetwork', 'hostname', 'terminationGracePeriodSeconds', 'nodeName', 'dnsPolicy', 'schedulerName', 'priority', 'enableServiceLinks', 'tolerations', 'securityContext']);
+const supportedContainerFields = new Set(['name', 'image', 'command', 'args', 'env', 'workingDir', 'ports', 'imagePullPolicy', ...lifecycleContainerFields]);
 
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
 
@@ -72,8 +81,8 @@ function port(v: unknown, field: string, min = 1): number {
   return v as number;
 }
 
-function container(c: unknown, i: number): PodContainer {
-  const f = `spec.containers[${i}]`;
+function container(c: unknown, i: number, list: 'containers' | 'initContainers'): PodContainer {
+  const f = `spec.${list}[${i}]`;
   if (!isObj(c)) throw invalidArgument('must be an object', { field: f });
   for (const k of Object.keys(c)) {
     if (!supportedContainerFields.has(k)) throw invalidArgument("is not supported by this node yet", { field: `${f}.${k}` });
@@ -99,7 +108,9 @@ function container(c: unknown, i: number): PodContainer {
     if (!isObj(p)) throw invalidArgument('must be an object', { field: pf });
     const protocol = (p.protocol ?? 'TCP') as string;
     if (!['TCP', 'UDP', 'SCTP'].includes(protocol)) throw invalidArgument(`must be TCP, UDP or SCTP, got ${JSON.stringify(protocol)}`, { field: `${pf}.protocol` });
+    if (p.name !== undefined && (typeof p.name !== 'string' || !/^(?=.*[a-z])[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$/.test(p.name))) throw invalidArgument('must be a port name (IANA_SVC_NAME: up to 15 lower-case letters, digits, -)', { field: `${pf}.name` });
     return {
+      ...(typeof p.name === 'string' ? { name: p.name } : {}),
       containerPort: port(p.containerPort, `${pf}.containerPort`),
       ...(p.hostPort !== undefined && p.hostPort !== 0 ? { hostPort: port(p.hostPort, `${pf}.hostPort`) } : {}),
       protocol: protocol as ContainerPort['protocol'],
@@ -120,6 +131,7 @@ function container(c: unknown, i: number): PodContainer {
     ...(typeof c.workingDir === 'string' && c.workingDir !== '' ? { workingDir: c.workingDir } : {}),
     ports,
     imagePullPolicy: policy as PodContainer['imagePullPolicy'],
+    ...containerLifecycleSpec(c, f, ports, list === 'initContainers'),
   };
 }
 
@@ -138,12 +150,20 @@ export function podFromObject(o: unknown, source: string, text: string): PodMani
     if (!supportedPodFields.has(k)) throw invalidArgument("is not supported by this node yet", { field: `spec.${k}` });
   }
   if (!Array.isArray(spec.containers) || spec.containers.length === 0) throw invalidArgument('needs at least one container', { field: 'spec.containers' });
-  const containers = spec.containers.map(container);
+  const containers = spec.containers.map((c, i) => container(c, i, 'containers'));
+  if (spec.initContainers !== undefined && spec.initContainers !== null && !Array.isArray(spec.initContainers)) throw invalidArgument('must be a list', { field: 'spec.initContainers' });
+  const initContainers = (spec.initContainers ?? []).map((c: unknown, i: number) => container(c, i, 'initContainers'));
+  // Init and app containers share one name space (API validation).
   const names = new Set<string>();
-  containers.forEach((c, i) => {
-    if (names.has(c.name)) throw invalidArgument(`the name ${c.name} is used twice`, { field: `spec.containers[${i}].name` });
-    names.add(c.name);
-  });
+  for (const [list, cs] of [['initContainers', initContainers], ['containers', containers]] as const) {
+    cs.forEach((c, i) => {
+      if (names.has(c.name)) throw invalidArgument(`the name ${c.name} is used twice`, { field: `spec.${list}[${i}].name` });
+      names.add(c.name);
+    });
+  }
+  if (md.deletionTimestamp !== undefined && md.deletionTimestamp !== null && (typeof md.deletionTimestamp !== 'string' || Number.isNaN(Date.parse(md.deletionTimestamp)))) throw invalidArgument('must be an RFC 3339 time', { field: 'metadata.deletionTimestamp' });
+  const deletionGrace = md.deletionGracePeriodSeconds;
+  if (deletionGrace !== undefined && deletionGrace !== null && (!Number.isInteger(deletionGrace) || (deletionGrace as number) < 0)) throw invalidArgument('must be a whole number of seconds, 0 or more', { field: 'metadata.deletionGracePeriodSeconds' });
   const restartPolicy = (spec.restartPolicy ?? 'Always') as string;
   if (!['Always', 'OnFailure', 'Never'].includes(restartPolicy)) throw invalidArgument(`must be Always, OnFailure or Never, got ${JSON.stringify(restartPolicy)}`, { field: 'spec.restartPolicy' });
   const grace = spec.terminationGracePeriodSeconds ?? 30;
@@ -160,7 +180,10 @@ export function podFromObject(o: unknown, source: string, text: string): PodMani
     hostNetwork: spec.hostNetwork === true,
     ...(typeof spec.hostname === 'string' ? { hostname: spec.hostname } : {}),
     terminationGracePeriodSeconds: grace as number,
+    initContainers,
     containers,
+    ...(typeof md.deletionTimestamp === 'string' ? { deletionTimestamp: md.deletionTimestamp } : {}),
+    ...(typeof deletionGrace === 'number' ? { deletionGracePeriodSeconds: deletionGrace } : {}),
   };
 }
 
