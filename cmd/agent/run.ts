@@ -91,7 +91,19 @@ export async function runNode(c: AgentConfig, env: NodeJS.ProcessEnv): Promise<n
       // Static pods: the node half drives the runtime through its CRI socket, as kubelet would.
       const cri = criClients(c.criSocket);
       const facts = await gatherHostFacts(c.dataDir);
-      const pods = new PodManager({ cri, log: log.child('pods'), logRoot: p.podLogsDir, nodeName: facts.hostname, hostIP: facts.internalIPs[0] ?? '' });
+      const runtimeName = (await criVersion(c.criSocket, 5000).catch(() => undefined))?.runtimeName || 'usernode';
+      const podLog = log.child('pods');
+      const pods = new PodManager({
+        cri,
+        log: podLog,
+        logRoot: p.podLogsDir,
+        nodeName: facts.hostname,
+        hostIP: facts.internalIPs[0] ?? '',
+        runtimeName,
+        memoryCapacityBytes: facts.memoryBytes,
+        // Without an API server to post them to, a pod's events go to the log (kubelet's `kubectl describe` view).
+        onEvent: (pod, e) => podLog[e.type === 'Warning' ? 'warn' : 'info']('pod event', { pod: `${pod.namespace}/${pod.name}`, reason: e.reason, container: e.container, message: e.message }),
+      });
       const manifests = new StaticPods(c.staticPodPath, (list) => pods.setDesired(list), log.child('static-pods'));
       await manifests.start();
       pods.start();

@@ -91,8 +91,8 @@ interface ContainerState {
   probes: Partial<Record<ProbeKind, ProbeState>>;
   started: boolean;
   ready: boolean;
-  /** Asked for by a probe: the next sync kills the container with this grace. */
-  kill: { graceSeconds: number; message: string } | undefined;
+  /** Asked for by a probe: the next sync kills that container with this grace (probes pause until it is done). */
+  kill: { containerId: string; graceSeconds: number; message: string } | undefined;
   latest: CriContainerStatus | undefined;
   previous: CriContainerStatus | undefined;
   /** Termination messages of exited containers, by id (they do not change). */
@@ -431,12 +431,12 @@ export class PodManager {
       const cs = st.containers.get(c.name);
       const kill = cs?.kill;
       if (!cs || !kill) continue;
-      cs.kill = undefined;
       const latest = byName(c.name)[0];
-      if (latest?.state === 'CONTAINER_RUNNING') {
+      if (latest?.id === kill.containerId && latest.state === 'CONTAINER_RUNNING') {
         await this.killContainer(pod, st, c, latest.id, this.now() + kill.graceSeconds * 1000, kill.message);
         latest.state = 'CONTAINER_EXITED';
       }
+      cs.kill = undefined;
     }
 
     // Init containers, one at a time, in order; a sidecar only has to have started.
@@ -719,6 +719,7 @@ export class PodManager {
     ps.failures = 0;
     cs.ready = false;
     cs.kill = {
+      containerId: id,
       graceSeconds: spec.terminationGracePeriodSeconds ?? pod.terminationGracePeriodSeconds,
       message: `Container ${c.name} failed ${kind} probe, will be restarted`,
     };

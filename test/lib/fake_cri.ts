@@ -51,6 +51,8 @@ export class FakeCri {
   stopExitCode = 143;
   /** Errors the next call of a method answers with. */
   readonly failNext = new Map<string, Error>();
+  /** Runs before StopContainer answers: what happens while a container takes its grace to stop. */
+  beforeStop: (() => Promise<void>) | undefined;
   private next = 1;
 
   constructor(private readonly clock: FakeClock) {}
@@ -63,6 +65,13 @@ export class FakeCri {
       if (err) {
         this.failNext.delete(method);
         return queueMicrotask(() => cb(err));
+      }
+      if (method === 'StopContainer' && this.beforeStop) {
+        const hook = this.beforeStop;
+        this.beforeStop = undefined;
+        void hook().then(() => this.clients().runtime.StopContainer(req as never, cb as never));
+        this.calls.pop();
+        return;
       }
       let res: unknown;
       try {

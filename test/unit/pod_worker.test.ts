@@ -281,6 +281,28 @@ describe('pod worker: probes', () => {
     assert.equal((cstatus(b.last(), 'app').lastState as { terminated: { exitCode: number } }).terminated.exitCode, 143);
   });
 
+  test('probes that go on failing while the container takes its grace to stop do not kill the next one', async () => {
+    const b = bed();
+    b.pm.setDesired([probed('      livenessProbe: { exec: { command: [alive] }, periodSeconds: 1, failureThreshold: 1 }\n')]);
+    await b.pm.syncOnce();
+    b.prober.answers.set('alive', 'failure');
+    await b.pm.probeOnce();
+    b.cri.beforeStop = async () => {
+      for (let i = 0; i < 5; i++) {
+        b.clock.advance(1000);
+        await b.pm.probeOnce();
+      }
+    };
+    await b.pm.syncOnce();
+    assert.equal(b.prober.ran('alive'), 1, 'probed a container being killed');
+    b.prober.answers.set('alive', 'success');
+    const second = b.cri.latest('app')!;
+    assert.equal(second.metadata.attempt, 1);
+    await b.pm.syncOnce();
+    assert.equal(b.cri.latest('app')!.id, second.id);
+    assert.equal(second.state, 'CONTAINER_RUNNING');
+  });
+
   test("readiness flips the container's ready and the Ready condition, keeping lastTransitionTime while unchanged", async () => {
     const b = bed();
     b.pm.setDesired([probed('      readinessProbe: { exec: { command: [ready] }, periodSeconds: 1, failureThreshold: 1 }\n')]);
