@@ -1,4 +1,5 @@
 import { mkdir, rename, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { criClients, criVersion } from '../../proto/client.js';
@@ -97,6 +98,7 @@ export async function runNode(c: AgentConfig, env: NodeJS.ProcessEnv): Promise<n
         cri,
         log: podLog,
         logRoot: p.podLogsDir,
+        podsDir: join(c.dataDir, 'pods'),
         nodeName: facts.hostname,
         hostIP: facts.internalIPs[0] ?? '',
         runtimeName,

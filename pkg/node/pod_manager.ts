@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { chmod, mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { totalmem } from 'node:os';
 import { isAbsolute, join } from 'node:path';
 
@@ -36,6 +36,8 @@ const backoffMaxMs = 300000;
 const backoffResetMs = 600000;
 /** kubelet never gives a container less than this to stop (minimumGracePeriodInSeconds). */
 const minGraceSeconds = 2;
+/** What kubelet reads of a termination message file. */
+const messageFileBytes = 4096;
 /** FallbackToLogsOnError: the end of the log, as kubelet takes it. */
 const logMessageLines = 80;
 const logMessageBytes = 2048;
@@ -154,6 +156,12 @@ export interface PodManagerOptions {
   log: Logger;
   /** Where each pod's container logs go (kubelet's /var/log/pods). */
   logRoot: string;
+  /**
+   * Where each pod's files go (kubelet's /var/lib/kubelet/pods): the
+   * termination message files mounted at terminationMessagePath. Without it,
+   * messages come only from the runtime and, for FallbackToLogsOnError, the log.
+   */
+  podsDir?: string;
   syncMs?: number;
   /** How often due probes are looked for. */
   probeTickMs?: number;
@@ -514,7 +522,10 @@ export class PodManager {
       const ranMs = finished - nsToMs(cs.latest.startedAt);
       cs.backoffMs = cs.backoffMs === 0 || ranMs > backoffResetMs ? backoffStartMs : Math.min(cs.backoffMs * 2, backoffMaxMs);
       // One exited container is kept (lastState, `kubectl logs --previous`).
-      for (const old of mine.slice(1)) await this.call('runtime', 'RemoveContainer', { containerId: old.id });
+      for (const old of mine.slice(1)) {
+        await this.call('runtime', 'RemoveContainer', { containerId: old.id });
+        if (this.o.podsDir) await rm(join(this.o.podsDir, pod.uid, 'containers', c.name, `${old.metadata.attempt}-termination-log`), { force: true });
+      }
       cs.previous = cs.latest;
       attempt = latest.metadata.attempt + 1;
       this.o.log.info('restarting container', { pod: `${pod.namespace}/${pod.name}`, container: c.name, exitCode, attempt });
@@ -522,7 +533,8 @@ export class PodManager {
     if (!(await this.ensureImage(pod, c, cs, sandboxConfig))) return 'waiting';
     let config: object;
     try {
-      config = this.containerConfig(pod, c, attempt, fields, qosClass(pod));
+      const messageFile = await this.messageFile(pod, c, attempt);
+      config = { ...this.containerConfig(pod, c, attempt, fields, qosClass(pod)), ...(messageFile ? { mounts: [{ containerPath: c.terminationMessagePath, hostPath: messageFile, readonly: false }] } : {}) };
     } catch (e: unknown) {
       cs.waiting = { reason: 'CreateContainerConfigError', message: (e as Error).message };
       this.event(pod, { type: 'Warning', reason: 'Failed', message: `Error: ${(e as Error).message}`, container: c.name });
@@ -554,6 +566,31 @@ export class PodManager {
       labels: { [containerNameLabel]: c.name, [uidLabel]: pod.uid },
       linux: { resources: linuxResources(c, qos, this.o.memoryCapacityBytes ?? totalmem()) },
     };
+  }
+
+  /** A fresh, empty file for the container to write its termination message in (kubelet's containers/<name>/<id>). */
+  private async messageFile(pod: PodManifest, c: PodContainer, attempt: number): Promise<string | undefined> {
+    if (!this.o.podsDir) return undefined;
+    const dir = join(this.o.podsDir, pod.uid, 'containers', c.name);
+    await mkdir(dir, { recursive: true, mode: 0o750 });
+    const file = join(dir, `${attempt}-termination-log`);
+    // World-writable as kubelet's: the container's user may be anyone.
+    await writeFile(file, '');
+    await chmod(file, 0o666);
+    return file;
+  }
+
+  private async readMessageFile(pod: PodManifest, c: PodContainer, attempt: number): Promise<string> {
+    if (!this.o.podsDir) return '';
+    const f = await open(join(this.o.podsDir, pod.uid, 'containers', c.name, `${attempt}-termination-log`)).catch(() => undefined);
+    if (!f) return '';
+    try {
+      const buf = Buffer.alloc(messageFileBytes);
+      const { bytesRead } = await f.read(buf, 0, messageFileBytes, 0);
+      return buf.subarray(0, bytesRead).toString();
+    } finally {
+      await f.close();
+    }
   }
 
   /** StartContainer, then the postStart hook; a failed hook kills the container (kubelet). False if it is not running. */
@@ -768,12 +805,13 @@ export class PodManager {
     // The final status, with the exit codes, goes out before the sandbox (and with it the containers) does.
     await this.publish(st, true);
     if (st.sandboxId !== '') await this.remove(st.sandboxId);
+    if (this.o.podsDir) await rm(join(this.o.podsDir, pod.uid), { recursive: true, force: true });
   }
 
   private async terminationMessage(pod: PodManifest, c: PodContainer, s: CriContainerStatus, cs: ContainerState): Promise<string> {
     const known = cs.messages.get(s.id);
     if (known !== undefined) return known;
-    let message = s.message;
+    let message = s.message || (await this.readMessageFile(pod, c, s.metadata?.attempt ?? 0));
     if (message === '' && c.terminationMessagePolicy === 'FallbackToLogsOnError' && s.exitCode !== 0 && s.logPath !== '') {
       const path = isAbsolute(s.logPath) ? s.logPath : join(this.logDirectory(pod), s.logPath);
       const text = parseCriLog(await readFile(path, 'utf8').catch(() => ''))

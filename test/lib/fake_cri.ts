@@ -152,7 +152,7 @@ export class FakeCri {
             reason: c.reason,
             message: '',
             imageRef: `sha256:${String((c.config.image as { image: string }).image.length).padStart(64, '0')}`,
-            logPath: '',
+            logPath: (c.config.logPath as string | undefined) ?? '',
           },
         };
       }

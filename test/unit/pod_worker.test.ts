@@ -1,4 +1,7 @@
 import assert from 'node:assert/strict';
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, test } from 'node:test';
 
 import { createLogger } from '../../pkg/log/logger.js';
@@ -17,7 +20,7 @@ function podOf(yaml: string): PodManifest {
   return parseManifest(`apiVersion: v1\nkind: Pod\n${yaml}`, '/m/p.yaml')[0]!;
 }
 
-function bed(opts: { memoryCapacityBytes?: number } = {}) {
+function bed(opts: { memoryCapacityBytes?: number; podsDir?: string; logRoot?: string } = {}) {
   const clock = new FakeClock();
   const cri = new FakeCri(clock);
   const prober = new FakeProber();
@@ -29,7 +32,8 @@ function bed(opts: { memoryCapacityBytes?: number } = {}) {
     new PodManager({
       cri: cri.clients(),
       log,
-      logRoot: '/nonexistent/logs',
+      logRoot: opts.logRoot ?? '/nonexistent/logs',
+      ...(opts.podsDir ? { podsDir: opts.podsDir } : {}),
       now: clock.now,
       // The hook's time passes after the other containers' stops have been asked for, as it would.
       sleep: async (ms) => {
@@ -125,6 +129,27 @@ spec:
     assert.deepEqual(b.cri.calls.slice(before).filter((c) => c.method === 'CreateContainer' || c.method === 'StartContainer'), []);
     assert.equal(b.cri.latest('app')!.id, app);
     assert.equal(again.statuses().get(pod.uid)?.phase, 'Running');
+  });
+
+  test('a sidecar (restartPolicy Always) starts first, runs beside the app, is restarted whatever the pod policy, and stops last', async () => {
+    const b = bed();
+    const pod = podOf(`metadata: { name: side }\nspec:\n  restartPolicy: Never\n  initContainers:\n    - { name: proxy, image: "busybox:1", restartPolicy: Always }\n    - { name: setup, image: "busybox:1" }\n  containers:\n    - { name: app, image: "busybox:1" }\n`);
+    b.pm.setDesired([pod]);
+    await b.pm.syncOnce();
+    assert.equal(b.cri.latest('proxy')?.state, 'CONTAINER_RUNNING');
+    assert.equal(b.cri.latest('setup')?.state, 'CONTAINER_RUNNING');
+    b.cri.exit('setup', 0);
+    await b.pm.syncOnce();
+    assert.equal(b.cri.latest('app')?.state, 'CONTAINER_RUNNING');
+    b.cri.exit('proxy', 1);
+    await b.pm.syncOnce();
+    assert.equal(b.cri.latest('proxy')?.metadata.attempt, 1);
+    assert.equal(b.last().phase, 'Running');
+    assert.equal(cond(b.last(), 'Ready').status, 'True');
+    b.pm.setDesired([]);
+    await b.pm.syncOnce();
+    await b.pm.settled();
+    assert.deepEqual(b.events.filter((e) => e.reason === 'Killing').map((e) => e.container), ['app', 'proxy']);
   });
 
   test('restartPolicy Never: a failed init container fails the pod; the app never starts', async () => {
@@ -224,6 +249,36 @@ describe('pod worker: restart policy, back-off, phase', () => {
     assert.equal(b.statuses.length, n, 'an unchanged status was sent again');
     assert.deepEqual(b.reasons('crash'), ['Pulling', 'Pulled', 'Created', 'Started']);
     assert.deepEqual(b.pm.statuses().get(pod.uid), s);
+  });
+
+  test('termination messages: the file mounted at terminationMessagePath, else the end of the log (FallbackToLogsOnError)', async () => {
+    const tmp = await mkdtemp(join(tmpdir(), 'pod-worker-'));
+    try {
+      const b = bed({ podsDir: join(tmp, 'pods'), logRoot: join(tmp, 'logs') });
+      const pod = podOf(`metadata: { name: msg }\nspec:\n  restartPolicy: Never\n  containers:\n    - { name: file, image: "busybox:1", terminationMessagePath: /tmp/why }\n    - { name: logs, image: "busybox:1", terminationMessagePolicy: FallbackToLogsOnError }\n`);
+      b.pm.setDesired([pod]);
+      await b.pm.syncOnce();
+      const mounts = b.cri.calls.filter((c) => c.method === 'CreateContainer').map((c) => (c.req.config as { mounts: Array<{ containerPath: string; hostPath: string }> }).mounts);
+      assert.equal(mounts[0]![0]!.containerPath, '/tmp/why');
+      assert.equal(mounts[1]![0]!.containerPath, '/dev/termination-log');
+      // What the containers would have written.
+      await writeFile(mounts[0]![0]!.hostPath, 'config file missing');
+      const logDir = join(tmp, 'logs', `default_msg_${pod.uid}`, 'logs');
+      await mkdir(logDir, { recursive: true });
+      await writeFile(join(logDir, '0.log'), '2026-12-01T10:00:00.000000000Z stderr F panic: no config\n');
+      b.cri.exit('file', 2);
+      b.cri.exit('logs', 1);
+      await b.pm.syncOnce();
+      const msg = (name: string) => (cstatus(b.last(), name).state as { terminated: { message?: string } }).terminated.message;
+      assert.equal(msg('file'), 'config file missing');
+      assert.equal(msg('logs'), 'panic: no config\n');
+      b.pm.setDesired([]);
+      await b.pm.syncOnce();
+      await b.pm.settled();
+      assert.deepEqual(await readdir(join(tmp, 'pods')), [], "a stopped pod's files were left behind");
+    } finally {
+      await rm(tmp, { recursive: true, force: true });
+    }
   });
 
   test('image pull failures: ErrImagePull, then ImagePullBackOff; Never with no image: ErrImageNeverPull', async () => {
