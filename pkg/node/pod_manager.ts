@@ -7,7 +7,7 @@ import type { Logger } from '../log/logger.js';
 import type { LifecycleHandler, Probe } from './container_spec.js';
 import { parseCriLog } from './cri_log.js';
 import type { PodContainer, PodManifest } from './pod_manifest.js';
-import { linuxResources, qosClass } from './pod_resources.js';
+import { linuxResources, qosClass, sandboxResources } from './pod_resources.js';
 import { apiTime, type ContainerStateJson, type ContainerStatusJson, podConditions, type PodConditionJson, podPhase, type PodStatus } from './pod_status.js';
 import { type Prober, proberByKind } from './prober.js';
 import { execProber } from './prober_exec.js';
@@ -296,7 +296,7 @@ export class PodManager {
     // Managed sandboxes: one of a desired pod not known yet (made before an
     // agent restart) is adopted, not restarted; one of a pod the worker knows
     // but no longer wants is stopped gracefully; any other goes.
-    const listed = await this.call<{ items: Array<{ id: string; state: string; metadata: { attempt: number }; labels: Record<string, string> }> }>('runtime', 'ListPodSandbox', {
+    const listed = await this.call<{ items: Array<{ id: string; state: string; createdAt: string; metadata: { attempt: number }; labels: Record<string, string> }> }>('runtime', 'ListPodSandbox', {
       filter: { labelSelector: { [managedLabel]: 'true' } },
     });
     // A ready sandbox first: of two of one pod, the ready one is kept.
@@ -305,7 +305,10 @@ export class PodManager {
       const known = uid ? this.pods.get(uid) : undefined;
       const want = uid ? this.desired.get(uid) : undefined;
       if (uid && want && !known) {
-        this.pods.set(uid, this.newPodState(want, s.id, s.metadata.attempt));
+        const adopted = this.newPodState(want, s.id, s.metadata.attempt);
+        // The pod started when its sandbox was made, not when this agent found it.
+        adopted.startTime = nsToMs(s.createdAt) || adopted.startTime;
+        this.pods.set(uid, adopted);
         continue;
       }
       if (known && known.sandboxId === s.id) continue;
@@ -363,7 +366,7 @@ export class PodManager {
       portMappings: ports.map((p) => ({ protocol: p.protocol, containerPort: p.containerPort, hostPort: p.hostPort, hostIp: p.hostIP ?? '' })),
       labels: { ...pod.labels, 'io.kubernetes.pod.name': pod.name, 'io.kubernetes.pod.namespace': pod.namespace, [uidLabel]: pod.uid, [managedLabel]: 'true' },
       annotations: pod.annotations,
-      linux: { securityContext: { namespaceOptions: { network: pod.hostNetwork ? 'NODE' : 'POD', pid: 'CONTAINER', ipc: 'POD' } } },
+      linux: { securityContext: { namespaceOptions: { network: pod.hostNetwork ? 'NODE' : 'POD', pid: 'CONTAINER', ipc: 'POD' } }, resources: sandboxResources(pod) },
     };
   }
 

@@ -51,18 +51,33 @@ function oomScoreAdj(c: PodContainer, qos: QosClass, memoryCapacityBytes: number
   return adj;
 }
 
+/** Shares, CFS quota and memory limit from a CPU request (cores) and limits (kubelet's calculateLinuxResources). */
+function cgroupResources(cpuRequest: number, cpuLimit: number | undefined, memoryLimit: number | undefined): Omit<LinuxResources, 'oomScoreAdj'> {
+  const milli = Math.round(cpuRequest * 1000);
+  const out: Omit<LinuxResources, 'oomScoreAdj'> = { cpuShares: milli === 0 ? minShares : Math.min(maxShares, Math.max(minShares, Math.floor((milli * sharesPerCpu) / 1000))) };
+  if (cpuLimit) {
+    out.cpuPeriod = cpuPeriodUs;
+    out.cpuQuota = Math.max(minQuotaUs, Math.floor((Math.round(cpuLimit * 1000) * cpuPeriodUs) / 1000));
+  }
+  if (memoryLimit) out.memoryLimitInBytes = Math.floor(memoryLimit);
+  return out;
+}
+
 /** CreateContainer's linux.resources for container `c` of a pod of class `qos` on a node with this much memory. */
 export function linuxResources(c: PodContainer, qos: QosClass, memoryCapacityBytes: number): LinuxResources {
   const { requests, limits } = c.resources;
-  const cpuRequest = requests.cpu ?? limits.cpu ?? 0;
-  const milli = Math.round(cpuRequest * 1000);
-  const shares = milli === 0 ? minShares : Math.min(maxShares, Math.max(minShares, Math.floor((milli * sharesPerCpu) / 1000)));
-  const out: LinuxResources = { cpuShares: shares, oomScoreAdj: oomScoreAdj(c, qos, memoryCapacityBytes) };
-  if (limits.cpu) {
-    const limitMilli = Math.round(limits.cpu * 1000);
-    out.cpuPeriod = cpuPeriodUs;
-    out.cpuQuota = Math.max(minQuotaUs, Math.floor((limitMilli * cpuPeriodUs) / 1000));
-  }
-  if (limits.memory) out.memoryLimitInBytes = Math.floor(limits.memory);
-  return out;
+  return { ...cgroupResources(requests.cpu ?? limits.cpu ?? 0, limits.cpu, limits.memory), oomScoreAdj: oomScoreAdj(c, qos, memoryCapacityBytes) };
+}
+
+/**
+ * The pod's resources for RunPodSandbox's linux.resources (kubelet's
+ * calculateSandboxResources): what the pod needs at its peak. The app
+ * containers and sidecars run together; a plain init container runs alone,
+ * so it counts only where it asks for more than all of them together.
+ */
+export function sandboxResources(pod: PodManifest): Omit<LinuxResources, 'oomScoreAdj'> {
+  const together = [...pod.initContainers.filter((c) => c.restartPolicy === 'Always'), ...pod.containers];
+  const alone = pod.initContainers.filter((c) => c.restartPolicy !== 'Always');
+  const peak = (f: (c: PodContainer) => number | undefined): number => Math.max(together.reduce((n, c) => n + (f(c) ?? 0), 0), ...alone.map((c) => f(c) ?? 0));
+  return cgroupResources(peak((c) => c.resources.requests.cpu), peak((c) => c.resources.limits.cpu), peak((c) => c.resources.limits.memory));
 }

@@ -135,3 +135,12 @@ export function podConditions(
     make('Ready', ready, ...(ready ? [] : notReady())),
   ];
 }
+
+/**
+ * The status of a pod the node will not run (kubelet's admission rejection:
+ * phase Failed, a reason, "Pod was rejected: …"), for the API source to post
+ * when a pod bound to this node cannot be parsed or carried out.
+ */
+export function rejectedPodStatus(reason: string, message: string, nowMs: number, qosClass: QosClass = 'BestEffort'): PodStatus {
+  return { phase: 'Failed', reason, message: `Pod was rejected: ${message}`, conditions: [], containerStatuses: [], initContainerStatuses: [], startTime: apiTime(nowMs), qosClass };
+}

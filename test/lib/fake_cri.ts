@@ -20,6 +20,7 @@ interface FakeSandbox {
   metadata: { name: string; namespace: string; uid: string; attempt: number };
   labels: Record<string, string>;
   ip: string;
+  createdAt: number;
 }
 
 export interface FakeContainer {
@@ -111,12 +112,12 @@ export class FakeCri {
     switch (method) {
       case 'ListPodSandbox': {
         const sel = ((req.filter as { labelSelector?: Record<string, string> } | undefined)?.labelSelector ?? {}) as Record<string, string>;
-        return { items: [...this.sandboxes.values()].filter((s) => Object.entries(sel).every(([k, v]) => s.labels[k] === v)).map((s) => ({ id: s.id, state: s.state, metadata: s.metadata, labels: s.labels })) };
+        return { items: [...this.sandboxes.values()].filter((s) => Object.entries(sel).every(([k, v]) => s.labels[k] === v)).map((s) => ({ id: s.id, state: s.state, createdAt: this.ns(s.createdAt), metadata: s.metadata, labels: s.labels })) };
       }
       case 'RunPodSandbox': {
         const config = req.config as { metadata: FakeSandbox['metadata']; labels: Record<string, string> };
         const id = `sb${this.next++}`;
-        this.sandboxes.set(id, { id, state: 'SANDBOX_READY', metadata: config.metadata, labels: config.labels, ip: `10.88.0.${this.next}` });
+        this.sandboxes.set(id, { id, state: 'SANDBOX_READY', metadata: config.metadata, labels: config.labels, ip: `10.88.0.${this.next}`, createdAt: this.clock.now() });
         return { podSandboxId: id };
       }
       case 'PodSandboxStatus': {

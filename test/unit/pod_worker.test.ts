@@ -125,10 +125,12 @@ spec:
     const again = b.make();
     again.setDesired([pod]);
     const before = b.cri.calls.length;
+    b.clock.advance(60000);
     await again.syncOnce();
     assert.deepEqual(b.cri.calls.slice(before).filter((c) => c.method === 'CreateContainer' || c.method === 'StartContainer'), []);
     assert.equal(b.cri.latest('app')!.id, app);
     assert.equal(again.statuses().get(pod.uid)?.phase, 'Running');
+    assert.equal(again.statuses().get(pod.uid)?.startTime, '2026-12-01T10:00:00Z', 'the start time is when the pod started, not when the agent came back');
   });
 
   test('a sidecar (restartPolicy Always) starts first, runs beside the app, is restarted whatever the pod policy, and stops last', async () => {
@@ -498,6 +500,16 @@ describe('pod worker: resources and QoS', () => {
       qos: 'Guaranteed',
     });
   });
+  test("the sandbox gets the pod's peak: app containers and sidecars together, or the biggest init container alone", async () => {
+    const b = bed();
+    b.pm.setDesired([
+      podOf(`metadata: { name: r }\nspec:\n  initContainers:\n    - { name: big, image: "busybox:1", resources: { limits: { cpu: "3", memory: 1Gi } } }\n    - { name: side, image: "busybox:1", restartPolicy: Always, resources: { limits: { cpu: 500m, memory: 64Mi } } }\n  containers:\n    - { name: a, image: "busybox:1", resources: { limits: { cpu: "1", memory: 128Mi } } }\n    - { name: b, image: "busybox:1", resources: { limits: { cpu: "1", memory: 128Mi } } }\n`),
+    ]);
+    await b.pm.syncOnce();
+    const sandbox = b.cri.calls.find((c) => c.method === 'RunPodSandbox')!.req.config as { linux: { resources: Record<string, number> } };
+    assert.deepEqual(sandbox.linux.resources, { cpuShares: 3072, cpuPeriod: 100000, cpuQuota: 300000, memoryLimitInBytes: 2 ** 30 });
+  });
+
   test('Burstable: OOM score from the memory request against the node; BestEffort: 2 shares, OOM score 1000', async () => {
     assert.deepEqual(await created(resources('      resources: { requests: { cpu: 1m, memory: 2Gi } }\n'), 8 * 2 ** 30), {
       resources: { cpuShares: 2, oomScoreAdj: 750 },
