@@ -9,7 +9,8 @@ import { gatherHostFacts } from '../../pkg/node/host_facts.js';
 import type { HostFacts } from '../../pkg/node/node_object.js';
 import { PodManager } from '../../pkg/node/pod_manager.js';
 import { PodConfig } from '../../pkg/node/pod_config.js';
-import type { PodManifest } from '../../pkg/node/pod_manifest.js';
+import { combinedProber, netProber } from '../../pkg/node/prober_net.js';
+import { execProber } from '../../pkg/node/prober_exec.js';
 import { type ClusterObjects, memoryVolumeRoot } from '../../pkg/node/pod_volumes.js';
 import { StaticPods } from '../../pkg/node/static_pods.js';
 import { agentVersion } from './version.js';
@@ -65,14 +66,25 @@ export async function startNodeHalf(c: AgentConfig, log: Logger, ns: NodeNamespa
     let podConfig: PodConfig | undefined;
     // Set once the API client is made, before any pod is synced.
     let objects: ClusterObjects | undefined;
+    const runtimeName = (await call<{ runtimeName: string }>(cri, 'Version', { version: 'v1' }).catch(() => undefined))?.runtimeName || 'usernode';
+    // Probes: exec through the CRI; the network kinds from one worker inside the node namespace, where pod IPs are.
+    const net = netProber({ enter: (argv) => enterArgv(c.tools.nsenter ?? 'nsenter', ns, argv), log: log.child('prober') });
+    cleanup.push(() => net.close());
+    const podLog = log.child('pods');
+    // kubelet's pods folder: per pod uid, its volumes and termination message files.
+    const podsDir = join(c.dataDir, 'pods', 'volumes');
     const pods = new PodManager({
       cri,
-      log: log.child('pods'),
+      log: podLog,
       logRoot: p.podLogsDir,
+      podsDir,
       nodeName,
       hostIP: nodeIP,
+      runtimeName,
+      memoryCapacityBytes: first.memoryBytes,
+      prober: combinedProber({ exec: execProber(cri), net }),
       uid: c.uid,
-      volumeRoot: join(c.dataDir, 'pods', 'volumes'),
+      volumeRoot: podsDir,
       memoryVolumeRoot: await memoryVolumeRoot(c.runtimeDir, c.uid),
       allocatable: { cpu: String(first.cpus), memory: String(first.memoryBytes), 'ephemeral-storage': String(first.ephemeralStorageBytes) },
       asNodeRoot: (argv: string[]) => enterArgv(c.tools.nsenter ?? 'nsenter', ns, argv),
@@ -85,10 +97,14 @@ export async function startNodeHalf(c: AgentConfig, log: Logger, ns: NodeNamespa
             } satisfies ClusterObjects,
           }
         : {}),
-      onStatus: (pod: PodManifest, status: object) => podConfig?.onStatus(pod, status as Record<string, unknown>),
-      onEvent: (pod: PodManifest, e: { type: 'Normal' | 'Warning'; reason: string; message: string; container?: string }) => podConfig?.onEvent(pod, e),
-      onTerminated: (pod: PodManifest) => void podConfig?.onTerminated(pod),
-    } as ConstructorParameters<typeof PodManager>[0]);
+      onStatus: (pod, status) => podConfig?.onStatus(pod, status as unknown as Record<string, unknown>),
+      onEvent: (pod, e) => {
+        // The log has them too: without an API server it is the only place (kubelet's `kubectl describe` view).
+        podLog[e.type === 'Warning' ? 'warn' : 'info']('pod event', { pod: `${pod.namespace}/${pod.name}`, reason: e.reason, container: e.container ?? '', message: e.message });
+        podConfig?.onEvent(pod, e);
+      },
+      onTerminated: (pod) => void podConfig?.onTerminated(pod),
+    });
 
     const api = c.cluster.kubeconfig !== undefined ? await (await import('../../pkg/node/kube_api.js')).loadKubeApi(c.cluster.kubeconfig) : undefined;
 

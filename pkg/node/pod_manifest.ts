@@ -3,6 +3,7 @@ import { createHash } from 'node:crypto';
 import { parseAllDocuments } from 'yaml';
 
 import { invalidArgument } from '../errdefs/errors.js';
+import { type ContainerLifecycleSpec, containerLifecycleSpec, lifecycleContainerFields } from './container_spec.js';
 import { parseQuantity } from './quantity.js';
 
 // A Pod manifest (core/v1 Pod, YAML or JSON; a static pod's file or a pod
@@ -13,6 +14,8 @@ import { parseQuantity } from './quantity.js';
 // silently is refused naming the field, so a pod never runs half-understood.
 
 export interface ContainerPort {
+  /** For probes and hooks that name their port. */
+  name?: string;
   containerPort: number;
   hostPort?: number;
   protocol: 'TCP' | 'UDP' | 'SCTP';
@@ -107,7 +110,7 @@ export interface PodVolume {
   source: VolumeSource;
 }
 
-export interface PodContainer {
+export interface PodContainer extends ContainerLifecycleSpec {
   name: string;
   image: string;
   command: string[];
@@ -137,12 +140,18 @@ export interface PodManifest {
   hostNetwork: boolean;
   hostname?: string;
   terminationGracePeriodSeconds: number;
+  /** Run one at a time, in order, each to success, before the containers (sidecars, restartPolicy Always, stay running). */
+  initContainers: PodContainer[];
   containers: PodContainer[];
   /** The object as written (a static pod's mirror pod is made from it). */
   raw: Record<string, unknown>;
   volumes: PodVolume[];
   /** '' for a static pod that names none. */
   serviceAccountName: string;
+  /** Set when the pod is being deleted (RFC 3339): the worker stops it gracefully. */
+  deletionTimestamp?: string;
+  /** The grace the deletion asked for; it wins over terminationGracePeriodSeconds. */
+  deletionGracePeriodSeconds?: number;
 }
 
 type Obj = Record<string, unknown>;
@@ -152,7 +161,7 @@ const dnsSubdomain = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
 /** The pod spec fields this node reads or may safely pass over; any other is refused by name. */
 const supportedPodFields = new Set([
   // Carried out by the node.
-  'containers', 'volumes', 'restartPolicy', 'hostNetwork', 'hostname', 'terminationGracePeriodSeconds', 'securityContext',
+  'containers', 'initContainers', 'volumes', 'restartPolicy', 'hostNetwork', 'hostname', 'terminationGracePeriodSeconds', 'securityContext',
   // Scheduling: the scheduler has acted on them before the pod is bound to this node.
   'nodeName', 'nodeSelector', 'affinity', 'tolerations', 'schedulerName', 'priority', 'priorityClassName', 'preemptionPolicy', 'topologySpreadConstraints', 'schedulingGates',
   // The service account: admission has turned it into the kube-api-access projected volume the node mounts.
@@ -167,8 +176,8 @@ const supportedPodFields = new Set([
 const supportedPodSecurityFields = new Set<string>();
 const supportedContainerFields = new Set([
   'name', 'image', 'command', 'args', 'env', 'envFrom', 'volumeMounts', 'workingDir', 'ports', 'imagePullPolicy', 'resources',
-  // Defaulted by the API server (/dev/termination-log, File): the runtime gives each container its termination-log file.
-  'terminationMessagePath', 'terminationMessagePolicy',
+  // Probes, lifecycle hooks, resources, termination message and the sidecar restartPolicy (container_spec.ts).
+  ...lifecycleContainerFields,
 ]);
 
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -190,8 +199,8 @@ function port(v: unknown, field: string, min = 1): number {
   return v as number;
 }
 
-function container(c: unknown, i: number): PodContainer {
-  const f = `spec.containers[${i}]`;
+function container(c: unknown, i: number, kind: 'containers' | 'initContainers'): PodContainer {
+  const f = `spec.${kind}[${i}]`;
   if (!isObj(c)) throw invalidArgument('must be an object', { field: f });
   for (const k of Object.keys(c)) {
     if (!supportedContainerFields.has(k)) throw invalidArgument("is not supported by this node yet", { field: `${f}.${k}` });
@@ -211,7 +220,9 @@ function container(c: unknown, i: number): PodContainer {
     if (!isObj(p)) throw invalidArgument('must be an object', { field: pf });
     const protocol = (p.protocol ?? 'TCP') as string;
     if (!['TCP', 'UDP', 'SCTP'].includes(protocol)) throw invalidArgument(`must be TCP, UDP or SCTP, got ${JSON.stringify(protocol)}`, { field: `${pf}.protocol` });
+    if (p.name !== undefined && (typeof p.name !== 'string' || !/^(?=.*[a-z])[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$/.test(p.name))) throw invalidArgument('must be a port name (IANA_SVC_NAME: up to 15 lower-case letters, digits, -)', { field: `${pf}.name` });
     return {
+      ...(typeof p.name === 'string' ? { name: p.name } : {}),
       containerPort: port(p.containerPort, `${pf}.containerPort`),
       ...(p.hostPort !== undefined && p.hostPort !== 0 ? { hostPort: port(p.hostPort, `${pf}.hostPort`) } : {}),
       protocol: protocol as ContainerPort['protocol'],
@@ -231,10 +242,10 @@ function container(c: unknown, i: number): PodContainer {
     env,
     envFrom,
     volumeMounts,
-    resources: containerResourcesOf(c.resources, `${f}.resources`),
     ...(typeof c.workingDir === 'string' && c.workingDir !== '' ? { workingDir: c.workingDir } : {}),
     ports,
     imagePullPolicy: policy as PodContainer['imagePullPolicy'],
+    ...containerLifecycleSpec(c, f, ports, kind === 'initContainers'),
   };
 }
 
@@ -357,24 +368,6 @@ function volumeMount(m: unknown, f: string): VolumeMount {
 }
 
 /** requests and limits (cpu in cores, memory and ephemeral-storage in bytes); requests default to the limits, as the API server defaults them. */
-function containerResourcesOf(r: unknown, f: string): PodContainer['resources'] {
-  if (r === undefined || r === null) return { limits: {}, requests: {} };
-  if (!isObj(r)) throw invalidArgument('must be an object', { field: f });
-  onlyKeys(r, ['limits', 'requests'], f);
-  const quantities = (v: unknown, field: string): ResourceQuantities => {
-    if (v === undefined || v === null) return {};
-    if (!isObj(v)) throw invalidArgument('must be a map of quantities', { field });
-    const out: ResourceQuantities = {};
-    for (const [k, q] of Object.entries(v)) {
-      if (k !== 'cpu' && k !== 'memory' && k !== 'ephemeral-storage') throw invalidArgument('is not a resource this node handles (cpu, memory, ephemeral-storage)', { field: `${field}.${k}` });
-      out[k] = parseQuantity(q, `${field}.${k}`);
-    }
-    return out;
-  };
-  const limits = quantities(r.limits, `${f}.limits`);
-  return { limits, requests: { ...limits, ...quantities(r.requests, `${f}.requests`) } };
-}
-
 // ---- volumes ----
 
 /** The volume sources the node carries out; any other is named in the refusal. */
@@ -524,16 +517,20 @@ export function podFromObject(o: unknown, source: string, text: string): PodMani
   }
   if (spec.os !== undefined && spec.os !== null && (!isObj(spec.os) || spec.os.name !== 'linux')) throw invalidArgument('this node runs linux pods only', { field: 'spec.os.name' });
   if (!Array.isArray(spec.containers) || spec.containers.length === 0) throw invalidArgument('needs at least one container', { field: 'spec.containers' });
-  const containers = spec.containers.map(container);
+  const containers = spec.containers.map((c, i) => container(c, i, 'containers'));
+  if (spec.initContainers !== undefined && spec.initContainers !== null && !Array.isArray(spec.initContainers)) throw invalidArgument('must be a list', { field: 'spec.initContainers' });
+  const initContainers = (spec.initContainers ?? []).map((c: unknown, i: number) => container(c, i, 'initContainers'));
+  // Init and app containers share one name space (API validation).
   const volumes = list(spec.volumes, 'spec.volumes').map((v, i) => podVolume(v, `spec.volumes[${i}]`));
   const volumeNames = new Map<string, PodVolume>();
   volumes.forEach((v, i) => {
     if (volumeNames.has(v.name)) throw invalidArgument(`the name ${v.name} is used twice`, { field: `spec.volumes[${i}].name` });
     volumeNames.set(v.name, v);
   });
-  containers.forEach((c, i) =>
+  const mountsOf = [...containers.map((c, i) => ({ c, where: `spec.containers[${i}]` })), ...initContainers.map((c: PodContainer, i: number) => ({ c, where: `spec.initContainers[${i}]` }))];
+  mountsOf.forEach(({ c, where }) =>
     c.volumeMounts.forEach((m, j) => {
-      const field = `spec.containers[${i}].volumeMounts[${j}]`;
+      const field = `${where}.volumeMounts[${j}]`;
       const v = volumeNames.get(m.name);
       if (!v) throw invalidArgument(`names no volume of the pod: ${m.name}`, { field: `${field}.name` });
       if (m.mountPropagation === 'Bidirectional') throw invalidArgument('Bidirectional mount propagation is for privileged containers only, which this node does not run', { field: `${field}.mountPropagation` });
@@ -555,10 +552,15 @@ export function podFromObject(o: unknown, source: string, text: string): PodMani
     }
   }
   const names = new Set<string>();
-  containers.forEach((c, i) => {
-    if (names.has(c.name)) throw invalidArgument(`the name ${c.name} is used twice`, { field: `spec.containers[${i}].name` });
-    names.add(c.name);
-  });
+  for (const [list, cs] of [['initContainers', initContainers], ['containers', containers]] as const) {
+    cs.forEach((c, i) => {
+      if (names.has(c.name)) throw invalidArgument(`the name ${c.name} is used twice`, { field: `spec.${list}[${i}].name` });
+      names.add(c.name);
+    });
+  }
+  if (md.deletionTimestamp !== undefined && md.deletionTimestamp !== null && (typeof md.deletionTimestamp !== 'string' || Number.isNaN(Date.parse(md.deletionTimestamp)))) throw invalidArgument('must be an RFC 3339 time', { field: 'metadata.deletionTimestamp' });
+  const deletionGrace = md.deletionGracePeriodSeconds;
+  if (deletionGrace !== undefined && deletionGrace !== null && (!Number.isInteger(deletionGrace) || (deletionGrace as number) < 0)) throw invalidArgument('must be a whole number of seconds, 0 or more', { field: 'metadata.deletionGracePeriodSeconds' });
   const restartPolicy = (spec.restartPolicy ?? 'Always') as string;
   if (!['Always', 'OnFailure', 'Never'].includes(restartPolicy)) throw invalidArgument(`must be Always, OnFailure or Never, got ${JSON.stringify(restartPolicy)}`, { field: 'spec.restartPolicy' });
   const grace = spec.terminationGracePeriodSeconds ?? 30;
@@ -579,10 +581,13 @@ export function podFromObject(o: unknown, source: string, text: string): PodMani
     hostNetwork: spec.hostNetwork === true,
     ...(typeof spec.hostname === 'string' ? { hostname: spec.hostname } : {}),
     terminationGracePeriodSeconds: grace as number,
+    initContainers,
     containers,
     raw: o,
     volumes,
     serviceAccountName,
+    ...(typeof md.deletionTimestamp === 'string' ? { deletionTimestamp: md.deletionTimestamp } : {}),
+    ...(typeof deletionGrace === 'number' ? { deletionGracePeriodSeconds: deletionGrace } : {}),
   };
 }
 

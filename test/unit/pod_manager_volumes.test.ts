@@ -25,7 +25,7 @@ interface Call {
 function fakeCri(): { cri: CriClients; calls: Call[] } {
   const calls: Call[] = [];
   const sandboxes = new Map<string, { labels: Record<string, string>; attempt: number }>();
-  const containers = new Map<string, { sandbox: string; name: string; attempt: number; labels: Record<string, string> }>();
+  const containers = new Map<string, { sandbox: string; name: string; attempt: number; labels: Record<string, string>; state: string }>();
   let seq = 0;
   type Handler = (req: Record<string, unknown>) => unknown;
   const handlers: Record<string, Handler> = {
@@ -45,15 +45,32 @@ function fakeCri(): { cri: CriClients; calls: Call[] } {
     ListContainers: (r) => ({
       containers: [...containers]
         .filter(([, c]) => c.sandbox === (r.filter as { podSandboxId: string }).podSandboxId)
-        .map(([id, c]) => ({ id, state: 'CONTAINER_RUNNING', metadata: { name: c.name, attempt: c.attempt }, labels: c.labels })),
+        .map(([id, c]) => ({ id, state: c.state, metadata: { name: c.name, attempt: c.attempt }, labels: c.labels })),
     }),
     CreateContainer: (r) => {
       const config = r.config as { metadata: { name: string; attempt: number }; labels: Record<string, string> };
       const id = `c${++seq}`;
-      containers.set(id, { sandbox: r.podSandboxId as string, name: config.metadata.name, attempt: config.metadata.attempt, labels: config.labels });
+      containers.set(id, { sandbox: r.podSandboxId as string, name: config.metadata.name, attempt: config.metadata.attempt, labels: config.labels, state: 'CONTAINER_CREATED' });
       return { containerId: id };
     },
-    StartContainer: () => ({}),
+    StartContainer: (r) => {
+      containers.get(r.containerId as string)!.state = 'CONTAINER_RUNNING';
+      return {};
+    },
+    StopContainer: (r) => {
+      const c = containers.get(r.containerId as string);
+      if (c) c.state = 'CONTAINER_EXITED';
+      return {};
+    },
+    RemoveContainer: (r) => {
+      containers.delete(r.containerId as string);
+      return {};
+    },
+    ContainerStatus: (r) => {
+      const c = containers.get(r.containerId as string)!;
+      const started = c.state === 'CONTAINER_CREATED' ? '0' : '1000000000';
+      return { status: { id: r.containerId, state: c.state, createdAt: '1000000000', startedAt: started, finishedAt: c.state === 'CONTAINER_EXITED' ? '2000000000' : '0', exitCode: 0, image: { image: 'b' }, imageRef: 'sha256:1', labels: c.labels, reason: '', message: '' } };
+    },
     ImageStatus: () => ({ image: { id: 'sha256:1' } }),
     PullImage: () => ({ imageRef: 'sha256:1' }),
   };
@@ -117,6 +134,7 @@ spec:
       '/m/web.yaml',
     );
     pods.setDesired([pod!]);
+    pods.start();
     await until(() => `the container (logged: ${logged.join('')})`, () => calls.some((c) => c.method === 'CreateContainer'));
     const config = calls.find((c) => c.method === 'CreateContainer')!.req.config as { command: string[]; envs: Array<{ key: string; value: Buffer }>; mounts: Array<{ containerPath: string; hostPath: string; readonly: boolean }> };
     assert.deepEqual(config.envs.map((e) => [e.key, e.value.toString()]), [
@@ -135,7 +153,7 @@ spec:
     assert.ok(firstRun >= 0);
 
     pods.setDesired([]);
-    await until('the volumes to go', async () => (await readdir(root)).length === 0 && (await readdir(memoryRoot)).length === 0);
+    await until(() => `the volumes to go (logged: ${logged.join('')})`, async () => (await readdir(root)).length === 0 && (await readdir(memoryRoot)).length === 0);
     await pods.stop();
     assert.ok(logged.some((l) => l.includes('pod volumes removed')));
   });
@@ -143,8 +161,18 @@ spec:
   test('a missing configMap in a volume keeps the sandbox from being made; one in env keeps the container from being made; the log says why', async () => {
     const { cri, calls } = fakeCri();
     const logged: string[] = [];
-    const pods = new PodManager({ cri, log: createLogger({ level: 'info', component: 'test', write: (l) => void logged.push(l) }), logRoot: await temp.fresh('logs'), volumeRoot: await temp.fresh('disk'), memoryVolumeRoot: await temp.fresh('mem'), cluster });
+    const pods = new PodManager({
+      cri,
+      log: createLogger({ level: 'info', component: 'test', write: (l) => void logged.push(l) }),
+      logRoot: await temp.fresh('logs'),
+      volumeRoot: await temp.fresh('disk'),
+      memoryVolumeRoot: await temp.fresh('mem'),
+      cluster,
+      // A container that cannot be made is an event (and a waiting reason), as kubelet reports it.
+      onEvent: (p, e) => void logged.push(`${p.name} ${e.reason} ${e.message}`),
+    });
     const manifest = (name: string, extra: string) => parseManifest(`apiVersion: v1\nkind: Pod\nmetadata: { name: ${name} }\nspec:\n${extra}`, `/m/${name}.yaml`)[0]!;
+    pods.start();
     pods.setDesired([
       manifest('novol', '  volumes: [{ name: v, configMap: { name: gone } }]\n  containers:\n    - { name: c, image: b, volumeMounts: [{ name: v, mountPath: /v }] }\n'),
       manifest('noenv', '  containers:\n    - { name: c, image: b, env: [{ name: X, valueFrom: { configMapKeyRef: { name: app, key: nope } } }] }\n'),
