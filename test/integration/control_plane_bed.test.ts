@@ -1,14 +1,14 @@
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { TLSSocket } from 'node:tls';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
 import { eventually, exec, repoRoot } from '../lib/agent.js';
-import { type ControlPlane, kubeletClientUser, startControlPlane } from '../lib/control_plane.js';
+import { type ControlPlane, kubeletClientUser, requiredControlPlaneTool, startControlPlane } from '../lib/control_plane.js';
 
 // The test bed's real control plane: etcd, kube-apiserver (Node and RBAC
 // authorizers, NodeRestriction), kube-controller-manager and kube-scheduler, as
@@ -23,7 +23,7 @@ describe('the control plane test bed', () => {
   before(async () => {
     const started = Date.now();
     cp = await startControlPlane();
-    console.log(`control plane started in ${Date.now() - started} ms (${cp.server})`);
+    console.log(`control plane started in ${Date.now() - started} ms (${cp.server}): ${cp.startSteps.map((s) => `${s.step} ${s.ms} ms`).join(', ')}`);
     scratch = await mkdtemp('/tmp/ucp-test-');
   });
 
@@ -31,6 +31,32 @@ describe('the control plane test bed', () => {
     await cp?.stop();
     if (scratch) await rm(scratch, { recursive: true, force: true });
   });
+
+  // docs/joining-a-cluster.md's shell blocks, run as written (each way in its own folder,
+  // which is also its HOME, so ~/.config/usernode/kubeconfig lands there).
+  const docs = readFileSync(join(repoRoot, 'docs', 'joining-a-cluster.md'), 'utf8');
+  const shellBlocks = [...docs.matchAll(/```sh\n([\s\S]*?)```/g)].map((m) => m[1]!);
+  const docBlock = (marker: string): string => {
+    const found = shellBlocks.filter((b) => b.includes(marker));
+    assert.equal(found.length, 1, `docs/joining-a-cluster.md has one sh block with ${JSON.stringify(marker)}`);
+    return found[0]!;
+  };
+  /** Part 3's block, with the server filled in and without the final `usernode run` (other tests run nodes). */
+  const nodeKubeconfigBlock = (): string =>
+    docBlock('set-credentials node')
+      .replace('https://SERVER:6443', cp.server)
+      .split('\n')
+      .filter((l) => !l.startsWith('usernode run'))
+      .join('\n');
+  const runDocs = async (way: string, blocks: string[]): Promise<string> => {
+    const home = join(scratch, `docs-${way}`);
+    await mkdir(home);
+    const kubectlDir = dirname(requiredControlPlaneTool('USERNODE_KUBECTL'));
+    const env = { ...process.env, HOME: home, KUBECONFIG: cp.adminKubeconfig, PATH: `${kubectlDir}:${process.env['PATH'] ?? ''}` };
+    const r = await exec('bash', ['-c', ['set -euo pipefail', `cd ${home}`, ...blocks].join('\n')], { env });
+    assert.equal(r.code, 0, `the docs' commands (way ${way}) failed:\n${r.stdout}\n${r.stderr}\n${await cp.logs()}`);
+    return r.stdout;
+  };
 
   const kubectl = async (args: string[], opts: { kubeconfig?: string; input?: string } = {}): Promise<string> => {
     const r = await cp.kubectl(args, opts);
@@ -116,27 +142,54 @@ describe('the control plane test bed', () => {
   });
 
   it('signs a node certificate requested by CSR and approved by the admin (docs, way a)', async () => {
-    const { key, csrPem } = await nodeKeyAndCsr('n2');
-    await kubectl(['create', '-f', '-'], { input: csrObject('node-n2', csrPem) });
-    await kubectl(['certificate', 'approve', 'node-n2']);
-    const certFile = join(scratch, 'n2.crt');
-    await writeFile(certFile, await issuedCertificate('node-n2'));
-    const kubeconfig = await assembleKubeconfig('n2', [`--client-certificate=${certFile}`, `--client-key=${key}`, '--embed-certs']);
-    const me = await whoami(kubeconfig);
-    assert.equal(me.username, 'system:node:n2');
-    assert.ok(me.groups.includes('system:nodes'));
+    const out = await runDocs('a', [
+      'NODE=docs-a',
+      docBlock('openssl genpkey'),
+      docBlock('kubectl certificate approve'),
+      docBlock('{.clusters[0].cluster.server}'),
+      nodeKubeconfigBlock(),
+    ]);
+    assert.ok(out.includes(cp.server), `the server address the docs print:\n${out}`);
+    assert.match(out, /Username\s+system:node:docs-a\n/);
+    assert.match(out, /Groups\s+\[system:nodes system:authenticated\]/);
   });
 
-  it('lets a node with a bootstrap token get its certificate without an admin (manifests/cluster)', async () => {
-    const id = 'ab12cd';
-    const secret = '0123456789abcdef';
-    const template = await readFile(join(repoRoot, 'manifests', 'cluster', 'bootstrap-token-secret.yaml'), 'utf8');
-    const expiration = new Date(Date.now() + 3600_000).toISOString().replace(/\.\d+Z$/, 'Z');
-    await kubectl(['apply', '-f', '-'], { input: template.replaceAll('TOKEN_ID', id).replaceAll('TOKEN_SECRET', secret).replaceAll('EXPIRATION', expiration) });
-    const bootstrap = await assembleKubeconfig('bootstrap', [`--token=${id}.${secret}`]);
+  it('refuses a node certificate for a subject that is not a node, even approved', async () => {
+    const key = join(scratch, 'not-a-node.key');
+    await openssl(['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', key]);
+    await openssl(['req', '-new', '-key', key, '-subj', '/O=system:nodes/CN=not-a-node', '-out', `${key}.csr`]);
+    await kubectl(['create', '-f', '-'], { input: csrObject('not-a-node', await readFile(`${key}.csr`, 'utf8')) });
+    await kubectl(['certificate', 'approve', 'not-a-node']);
+    const failed = await eventually('CSR not-a-node to be marked Failed', async () => {
+      const csr = JSON.parse(await kubectl(['get', 'csr', 'not-a-node', '-o', 'json'])) as { status: { conditions?: Array<{ type: string; message?: string }>; certificate?: string } };
+      return csr.status.conditions?.find((c) => c.type === 'Failed') ? csr : undefined;
+    });
+    assert.equal(failed.status.certificate, undefined);
+  });
+
+  it('signs a node certificate from the cluster CA with openssl (docs, way b)', async () => {
+    const ca = dirname(cp.caFile);
+    const out = await runDocs('b', [
+      'NODE=docs-b',
+      docBlock('openssl genpkey'),
+      `cp ${join(ca, 'ca.crt')} ${join(ca, 'ca.key')} .`,
+      docBlock('openssl x509 -req'),
+      docBlock('{.clusters[0].cluster.server}'),
+      nodeKubeconfigBlock(),
+    ]);
+    assert.match(out, /Username\s+system:node:docs-b\n/);
+  });
+
+  it('lets a node with a bootstrap token get its certificate without an admin (docs, way c; manifests/cluster)', async () => {
+    const made = await runDocs('c', [`ln -s ${join(repoRoot, 'manifests')} manifests`, docBlock('kubectl apply -f manifests/cluster/rbac/'), docBlock('openssl rand')]);
+    const token = /^token: ([a-z0-9]{6})\.([a-z0-9]{16})$/m.exec(made);
+    assert.ok(token, `the docs print the token:\n${made}`);
+    const [, id] = token;
+    const bootstrap = await assembleKubeconfig('bootstrap', [`--token=${token[1]}.${token[2]}`]);
     const me = await whoami(bootstrap);
     assert.equal(me.username, `system:bootstrap:${id}`);
     assert.ok(me.groups.includes('system:bootstrappers'), `groups: ${me.groups.join(', ')}`);
+    assert.ok(me.groups.includes('system:bootstrappers:usernode'), `groups: ${me.groups.join(', ')}`);
 
     const { key, csrPem } = await nodeKeyAndCsr('n3');
     await kubectl(['create', '-f', '-'], { kubeconfig: bootstrap, input: csrObject('node-n3', csrPem) });
@@ -146,6 +199,8 @@ describe('the control plane test bed', () => {
     assert.deepEqual(approval.status.conditions.map((c) => `${c.type}/${c.reason}`), ['Approved/AutoApproved']);
     const node = await assembleKubeconfig('n3', [`--client-certificate=${certFile}`, `--client-key=${key}`, '--embed-certs']);
     assert.equal((await whoami(node)).username, 'system:node:n3');
+    // A bootstrap token can do nothing else.
+    assert.match((await cp.kubectl(['auth', 'can-i', 'list', 'pods', '-A'], { kubeconfig: bootstrap })).stdout, /^no/);
 
     // Renewal: the node asks for its own name's certificate again, also approved without an admin.
     const renewal = await nodeKeyAndCsr('n3');
