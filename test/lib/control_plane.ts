@@ -75,12 +75,17 @@ class Component {
     readonly name: string,
     readonly child: ChildProcess,
   ) {
-    this.exited = new Promise((resolve) =>
+    this.exited = new Promise((resolve) => {
       child.on('exit', (code, signal) => {
         this.exitedWith = signal ? `signal ${signal}` : `code ${code}`;
         resolve();
-      }),
-    );
+      });
+      // A binary that cannot be started emits 'error' and no 'exit'.
+      child.on('error', (e) => {
+        this.exitedWith ??= `an error: ${e.message}`;
+        resolve();
+      });
+    });
   }
 }
 
@@ -102,7 +107,7 @@ export async function startControlPlane(opts: { dir?: string } = {}): Promise<Co
   } catch (e: unknown) {
     const logs = await bed.logs().catch(() => '');
     await bed.stop();
-    throw new Error(`the control plane did not start: ${(e as Error).message}\n${logs}`);
+    throw new Error(`the control plane did not start: ${e instanceof Error ? e.message : String(e)}\n${logs}`);
   }
 }
 
@@ -350,7 +355,7 @@ class Bed implements ControlPlane {
       const text = await readFile(this.logFile(c.name), 'utf8').catch(() => '');
       const tail = text.trimEnd().split('\n').slice(-logTailLines).join('\n');
       const state = c.exitedWith === undefined ? 'running' : `exited with ${c.exitedWith}`;
-      parts.push(`--- ${c.name} (${state}), last ${logTailLines} lines of ${this.logFile(c.name)}:\n${tail}`);
+      parts.push(`--- ${c.name} (${state}), the last ${logTailLines} lines of its log:\n${tail}`);
     }
     return parts.join('\n');
   }
