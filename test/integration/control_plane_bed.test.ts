@@ -185,6 +185,10 @@ describe('the control plane test bed', () => {
     const token = /^token: ([a-z0-9]{6})\.([a-z0-9]{16})$/m.exec(made);
     assert.ok(token, `the docs print the token:\n${made}`);
     const [, id] = token;
+    // A token id of digits only (openssl rand -hex gives one now and then) is still a string.
+    const template = await readFile(join(repoRoot, 'manifests', 'cluster', 'bootstrap-token-secret.yaml'), 'utf8');
+    const digits = template.replaceAll('TOKEN_ID', '012345').replaceAll('TOKEN_SECRET', '0123456789012345').replaceAll('EXPIRATION', '2099-01-01T00:00:00Z');
+    await kubectl(['apply', '--dry-run=server', '-f', '-'], { input: digits });
     const bootstrap = await assembleKubeconfig('bootstrap', [`--token=${token[1]}.${token[2]}`]);
     const me = await whoami(bootstrap);
     assert.equal(me.username, `system:bootstrap:${id}`);
@@ -208,7 +212,7 @@ describe('the control plane test bed', () => {
     assert.match(await issuedCertificate('node-n3-renewal', node), /BEGIN CERTIFICATE/);
   });
 
-  it("reaches a node's kubelet API on 127.0.0.1 with its kubelet client certificate (kubectl logs)", async () => {
+  it("reaches a node's kubelet API on 127.0.0.1 with its kubelet client certificate (logs, exec, port-forward)", async () => {
     // A stand-in kubelet API with a self-signed serving certificate, as usernode's is.
     const key = join(scratch, 'kubelet.key');
     const crt = join(scratch, 'kubelet.crt');
@@ -234,6 +238,11 @@ describe('the control plane test bed', () => {
       const execed = await cp.kubectl(['exec', 'on-n1', '--', 'true'], { timeoutMs: 20000 });
       assert.notEqual(execed.code, 0);
       assert.match(callers[1] ?? '', new RegExp(`^${kubeletClientUser} (GET|POST) /exec/default/on-n1/c\\?command=true`), callers.join('\n'));
+      // kubectl port-forward wants a Running pod: say so as the node would.
+      await kubectl(['patch', 'pod', 'on-n1', '--subresource=status', '--type=merge', '-p', '{"status":{"phase":"Running"}}']);
+      const forwarded = await cp.kubectl(['port-forward', 'pod/on-n1', '0:80'], { timeoutMs: 20000 });
+      assert.notEqual(forwarded.code, 0);
+      assert.match(callers[2] ?? '', new RegExp(`^${kubeletClientUser} (GET|POST) /portForward/default/on-n1`), callers.join('\n'));
       // The apiserver's node proxy (nodes/NAME/proxy/...) refuses loopback addresses, whoever asks:
       // what goes through it (kubectl get --raw .../proxy/stats/summary) cannot reach a node on 127.0.0.1.
       const proxied = await cp.kubectl(['get', '--raw', '/api/v1/nodes/n1/proxy/healthz']);
