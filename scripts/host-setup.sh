@@ -31,7 +31,7 @@ log() { echo "host-setup: $*"; }
 # --- Debian packages -------------------------------------------------------
 packages=(uidmap rootlesskit slirp4netns runc conmon catatonit socat containernetworking-plugins iptables iproute2 util-linux procps)
 if [ "$tests" = 1 ]; then
-  packages+=(python3 git tar ca-certificates docker-registry busybox-static apache2-utils attr zstd gcc libc6-dev openssl)
+  packages+=(python3 git tar ca-certificates docker-registry busybox-static apache2-utils attr zstd gcc libc6-dev)
 fi
 if [ "$bench" = 1 ]; then
   # The benchmarks' reference: containerd 1.6 (CRI plugin, overlayfs), run rootless by bench/run.sh;

@@ -98,16 +98,21 @@ export async function startControlPlane(opts: { dir?: string } = {}): Promise<Co
     scheduler: requiredControlPlaneTool('USERNODE_KUBE_SCHEDULER'),
     kubectl: requiredControlPlaneTool('USERNODE_KUBECTL'),
   };
-  const dir = opts.dir ?? (await mkdtemp('/tmp/ucp-'));
-  await mkdir(dir, { recursive: true, mode: 0o700 });
-  const bed = new Bed(dir, tools.kubectl);
-  try {
-    await bed.start(tools);
-    return bed;
-  } catch (e: unknown) {
-    const logs = await bed.logs().catch(() => '');
-    await bed.stop();
-    throw new Error(`the control plane did not start: ${e instanceof Error ? e.message : String(e)}\n${logs}`);
+  for (let attempt = 1; ; attempt++) {
+    const dir = opts.dir ?? (await mkdtemp('/tmp/ucp-'));
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    const bed = new Bed(dir, tools.kubectl);
+    try {
+      await bed.start(tools);
+      return bed;
+    } catch (e: unknown) {
+      const logs = await bed.logs().catch(() => '');
+      await bed.stop();
+      // A port freePort() found can be taken by another test's process before the component
+      // binds it (several test beds share this loopback): start again on other ports.
+      if (attempt < 3 && /address already in use/.test(logs)) continue;
+      throw new Error(`the control plane did not start: ${e instanceof Error ? e.message : String(e)}\n${logs}`);
+    }
   }
 }
 
