@@ -50,7 +50,7 @@ export interface KubectlResult {
   code: number | null;
 }
 
-type ControlPlaneTool = 'USERNODE_ETCD' | 'USERNODE_KUBE_APISERVER' | 'USERNODE_KUBE_CONTROLLER_MANAGER' | 'USERNODE_KUBE_SCHEDULER' | 'USERNODE_KUBECTL';
+type ControlPlaneTool = 'USERNODE_ETCD' | 'USERNODE_ETCDCTL' | 'USERNODE_KUBELET' | 'USERNODE_KUBE_APISERVER' | 'USERNODE_KUBE_CONTROLLER_MANAGER' | 'USERNODE_KUBE_SCHEDULER' | 'USERNODE_KUBECTL';
 
 /** A control plane binary scripts/test.sh exported (scripts/build-control-plane.sh); missing is a failure, never a skip. */
 export function requiredControlPlaneTool(envName: ControlPlaneTool): string {
