@@ -65,6 +65,10 @@ command -v go >/dev/null || { echo "test: the Go toolchain is required (go, e.g.
 
 bash scripts/install.sh >/dev/null
 eval "$(bash scripts/build-test-tools.sh | sed 's/^/export /')"
+# The control plane the cluster tests start (test/lib/control_plane.ts): built once, about
+# 10 minutes cold, then cached by version. A failed build fails here, naming the part.
+cp_env=$(bash scripts/build-control-plane.sh) || { echo "test: scripts/build-control-plane.sh failed (above); the control plane tests need it" >&2; exit 1; }
+eval "$(sed 's/^/export /' <<<"$cp_env")"
 
 # The test images: built from busybox-static and pushed to the test registries; the
 # tests read what was pushed from images.json.
