@@ -50,6 +50,7 @@ export class PodConfig {
   /** Every pod's newest status from the worker (the kubelet API's /pods). */
   private readonly lastStatus = new Map<string, Json>();
   private mirrorSync: Promise<void> | undefined;
+  private deletingMirrors: Array<{ name: string; namespace: string; uid: string }> = [];
   private mirrorAgain = false;
 
   constructor(
@@ -84,11 +85,14 @@ export class PodConfig {
       this.origins.set(p.uid, { kind: 'static', pod: p });
     }
     const mirrors = new Map<string, { name: string; namespace: string; uid: string }>();
+    const deleting: Array<{ name: string; namespace: string; uid: string }> = [];
     for (const obj of this.apiObjects ?? []) {
       const md = (obj.metadata ?? {}) as { name?: string; namespace?: string; uid?: string; resourceVersion?: string; annotations?: Record<string, string> };
       const mirrorOf = md.annotations?.[mirrorAnnotation];
       if (mirrorOf !== undefined) {
-        mirrors.set(mirrorOf, { name: md.name ?? '', namespace: md.namespace ?? '', uid: md.uid ?? '' });
+        // A mirror pod someone deleted is finished off and made anew (kubelet's): no worker stops it, so it would stay Terminating.
+        if ((obj.metadata as { deletionTimestamp?: string }).deletionTimestamp) deleting.push({ name: md.name ?? '', namespace: md.namespace ?? '', uid: md.uid ?? '' });
+        else mirrors.set(mirrorOf, { name: md.name ?? '', namespace: md.namespace ?? '', uid: md.uid ?? '' });
         continue;
       }
       try {
@@ -100,6 +104,7 @@ export class PodConfig {
       }
     }
     this.mirrors = mirrors;
+    this.deletingMirrors = deleting;
     const apiUids = new Set((this.apiObjects ?? []).map((o) => (o.metadata as { uid?: string } | undefined)?.uid ?? ''));
     for (const uid of this.apiUids) if (!apiUids.has(uid)) this.o.cluster?.statuses.forget(uid);
     this.apiUids = apiUids;
@@ -199,8 +204,8 @@ export class PodConfig {
   private async reconcileMirrors(): Promise<void> {
     const c = this.o.cluster!;
     const wanted = new Map((this.staticPods ?? []).map((p) => [p.uid, p]));
-    for (const [hash, m] of this.mirrors) {
-      if (wanted.has(hash)) continue;
+    for (const [hash, m] of [...this.mirrors, ...this.deletingMirrors.map((d) => ['', d] as const)]) {
+      if (hash !== '' && wanted.has(hash)) continue;
       // Its static pod is gone or changed: the mirror goes (a changed one is made anew below).
       await c.api.core.deleteNamespacedPod({ name: m.name, namespace: m.namespace, gracePeriodSeconds: 0, body: { gracePeriodSeconds: 0, preconditions: { uid: m.uid } } }).catch((e: unknown) => {
         if (statusOf(e) !== 404 && statusOf(e) !== 409) throw e;

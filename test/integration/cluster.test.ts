@@ -341,6 +341,35 @@ spec:
     assert.ok(now.state.running);
   });
 
+  it('the API server away: pods run on, their status catches up when it is back, the Node stays Ready (its lease has not expired)', async () => {
+    const pods = JSON.parse(await kubectl(['get', 'pods', '-l', 'app=web3', '-o', 'json'])) as { items: Pod[] };
+    const target = pods.items[0]!;
+    const containerId = target.status.containerStatuses![0]!.containerID!.replace('usernode://', '');
+    const comm = (pid: number): string => { try { return readFileSync(`/proc/${pid}/comm`, 'utf8').trim(); } catch { return ''; } };
+    const apiserver = cp.pids.find((pid) => comm(pid) === 'kube-apiserver')!;
+    assert.ok(apiserver, 'the bed runs a kube-apiserver');
+    // Frozen, not killed: connections hang as they would to a server gone from the network.
+    process.kill(apiserver, 'SIGSTOP');
+    try {
+      // The container dies while the API server is away; the node restarts it (restartPolicy Always).
+      assert.equal((await node.crictl(['stop', '-t', '0', containerId])).code, 0);
+      await eventually('the container restarted by the node', async () => {
+        const r = JSON.parse((await node.crictl(['ps', '--name', '^web$', '--label', `io.kubernetes.pod.uid=${target.metadata.uid}`, '-o', 'json'])).stdout) as { containers: Array<{ state: string; metadata: { attempt: number } }> };
+        return r.containers.some((c) => c.state === 'CONTAINER_RUNNING' && c.metadata.attempt >= 1) ? true : undefined;
+      }, 30000);
+    } finally {
+      process.kill(apiserver, 'SIGCONT');
+    }
+    const caught = await eventually('the restart in the pod status', async () => {
+      const p = await pod(target.metadata.name);
+      return (p?.status.containerStatuses?.[0]?.restartCount ?? 0) >= 1 ? p : undefined;
+    }, 60000);
+    assert.ok(caught.status.containerStatuses![0]!.state.running);
+    const ready = JSON.parse(await kubectl(['get', 'node', nodeName, '-o', 'json'])) as { status: { conditions: Array<{ type: string; status: string }> } };
+    assert.equal(ready.status.conditions.find((c) => c.type === 'Ready')?.status, 'True');
+    assert.equal((await pod('hello'))?.status.phase, 'Running', 'the other pods ran on');
+  });
+
   it('the kubelet API refuses an unauthenticated caller', async () => {
     const status = await new Promise<number>((resolve, reject) => {
       const r = request({ host: '127.0.0.1', port: kubeletPort, path: '/pods', rejectUnauthorized: false }, (res) => {
