@@ -10,6 +10,7 @@ import { containerEnv, expandCommand, type NodeAllocatable, type PodFields } fro
 import type { PodContainer, PodManifest } from './pod_manifest.js';
 import { type ClusterObjects, type CriMount, podsWithVolumes, type PodVolumes, setUpPodVolumes, tearDownPodVolumes } from './pod_volumes.js';
 import { linuxResources, qosClass, sandboxResources } from './pod_resources.js';
+import { pullAuthsFor } from './pull_secrets.js';
 import { apiTime, type ContainerStateJson, type ContainerStatusJson, podConditions, type PodConditionJson, podPhase, type PodStatus } from './pod_status.js';
 import { type Prober, proberByKind } from './prober.js';
 import { execProber } from './prober_exec.js';
@@ -641,7 +642,7 @@ export class PodManager {
     this.event(pod, { type: 'Normal', reason: 'Pulling', message: `Pulling image "${image}"`, container: c.name });
     const t0 = this.now();
     try {
-      await this.call('image', 'PullImage', { image: { image }, sandboxConfig });
+      await this.pull(pod, image, sandboxConfig);
     } catch (e: unknown) {
       cs.pullError = (e as Error).message;
       cs.pullBackoffMs = cs.pullBackoffMs === 0 ? backoffStartMs : Math.min(cs.pullBackoffMs * 2, backoffMaxMs);
@@ -654,6 +655,31 @@ export class PodManager {
     cs.pullBackoffMs = 0;
     this.event(pod, { type: 'Normal', reason: 'Pulled', message: `Successfully pulled image "${image}" in ${((this.now() - t0) / 1000).toFixed(3)}s`, container: c.name });
     return true;
+  }
+
+  /**
+   * PullImage with each matching credential of the pod's imagePullSecrets in
+   * turn, then without (kubelet's keyring); a secret that cannot be read is
+   * passed over with a warning, as kubelet does.
+   */
+  private async pull(pod: PodManifest, image: string, sandboxConfig: object): Promise<void> {
+    const secrets: Array<{ data: Record<string, Buffer> }> = [];
+    for (const name of pod.imagePullSecrets) {
+      const s = await this.o.cluster?.secret(pod.namespace, name).catch(() => undefined);
+      if (s) secrets.push(s);
+      else this.o.log.warn('an image pull secret cannot be read; pulling without it', { pod: `${pod.namespace}/${pod.name}`, secret: name });
+    }
+    const auths = pullAuthsFor(image, secrets);
+    let last: unknown;
+    for (const auth of [...auths, undefined]) {
+      try {
+        await this.call('image', 'PullImage', { image: { image }, ...(auth ? { auth } : {}), sandboxConfig });
+        return;
+      } catch (e: unknown) {
+        last = e;
+      }
+    }
+    throw last;
   }
 
   /** preStop (within the grace), then StopContainer with what is left of it, at least kubelet's 2 s. */

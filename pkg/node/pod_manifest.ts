@@ -148,6 +148,8 @@ export interface PodManifest {
   volumes: PodVolume[];
   /** '' for a static pod that names none. */
   serviceAccountName: string;
+  /** Secrets (kubernetes.io/dockerconfigjson or dockercfg) with registry credentials for the pod's images. */
+  imagePullSecrets: string[];
   /** Set when the pod is being deleted (RFC 3339): the worker stops it gracefully. */
   deletionTimestamp?: string;
   /** The grace the deletion asked for; it wins over terminationGracePeriodSeconds. */
@@ -165,7 +167,7 @@ const supportedPodFields = new Set([
   // Scheduling: the scheduler has acted on them before the pod is bound to this node.
   'nodeName', 'nodeSelector', 'affinity', 'tolerations', 'schedulerName', 'priority', 'priorityClassName', 'preemptionPolicy', 'topologySpreadConstraints', 'schedulingGates',
   // The service account: admission has turned it into the kube-api-access projected volume the node mounts.
-  'serviceAccountName', 'serviceAccount', 'automountServiceAccountToken',
+  'serviceAccountName', 'serviceAccount', 'automountServiceAccountToken', 'imagePullSecrets',
   // Defaulted on every API pod: ClusterFirst DNS is the node's resolv.conf until the node is told a cluster DNS
   // address; service links (the *_SERVICE_HOST env vars) are not injected yet, and the pod still runs.
   'dnsPolicy', 'enableServiceLinks',
@@ -567,6 +569,10 @@ export function podFromObject(o: unknown, source: string, text: string): PodMani
   if (!Number.isInteger(grace) || (grace as number) < 0) throw invalidArgument('must be a whole number of seconds, 0 or more', { field: 'spec.terminationGracePeriodSeconds' });
   if (spec.hostname !== undefined && (typeof spec.hostname !== 'string' || !dnsLabel.test(spec.hostname))) throw invalidArgument('must be a DNS label', { field: 'spec.hostname' });
   if (md.uid !== undefined && md.uid !== '' && (typeof md.uid !== 'string' || !/^[0-9a-zA-Z-]{1,64}$/.test(md.uid))) throw invalidArgument('must be a uid (letters, digits and -)', { field: 'metadata.uid' });
+  const imagePullSecrets = list(spec.imagePullSecrets, 'spec.imagePullSecrets').map((r, i) => {
+    if (!isObj(r) || typeof r.name !== 'string' || !dnsSubdomain.test(r.name)) throw invalidArgument('must name a secret: { name: NAME }', { field: `spec.imagePullSecrets[${i}].name` });
+    return r.name;
+  });
   const serviceAccountName = spec.serviceAccountName ?? spec.serviceAccount ?? '';
   if (typeof serviceAccountName !== 'string' || (serviceAccountName !== '' && !dnsSubdomain.test(serviceAccountName))) throw invalidArgument('must be a DNS subdomain', { field: 'spec.serviceAccountName' });
   const hash = createHash('sha256').update(source).update('\0').update(text).digest('hex');
@@ -586,6 +592,7 @@ export function podFromObject(o: unknown, source: string, text: string): PodMani
     raw: o,
     volumes,
     serviceAccountName,
+    imagePullSecrets,
     ...(typeof md.deletionTimestamp === 'string' ? { deletionTimestamp: md.deletionTimestamp } : {}),
     ...(typeof deletionGrace === 'number' ? { deletionGracePeriodSeconds: deletionGrace } : {}),
   };

@@ -228,6 +228,32 @@ spec:
     assert.equal(review.status.user.username, 'system:serviceaccount:default:default');
   });
 
+  it('imagePullSecrets: an image from a registry that wants a login is pulled with the docker-registry secret', async () => {
+    const bed = JSON.parse(readFileSync(requiredEnv('USERNODE_TEST_IMAGES'), 'utf8')) as { authRegistry: string; authUser: string };
+    const [user, password] = bed.authUser.split(':');
+    await kubectl(['create', 'secret', 'docker-registry', 'regcred', `--docker-server=${bed.authRegistry}`, `--docker-username=${user}`, `--docker-password=${password}`]);
+    const spec = (name: string, secrets: string): string => `apiVersion: v1
+kind: Pod
+metadata: { name: ${name} }
+spec:
+  terminationGracePeriodSeconds: 1
+${secrets}  containers:
+    - name: app
+      image: ${bed.authRegistry}/usernode/private:latest
+      command: ["sh", "-c", "cat /etc/usernode-private; exec sleep 3600"]
+`;
+    await apply(spec('private-without', ''));
+    await apply(spec('private-with', '  imagePullSecrets: [{ name: regcred }]\n'));
+    await running('private-with');
+    assert.equal(await kubectl(['logs', 'private-with']), 'private\n');
+    const refused = await eventually('the pull refused without the secret', async () => {
+      const w = (await pod('private-without'))?.status.containerStatuses?.[0]?.state.waiting;
+      return w?.reason === 'ErrImagePull' || w?.reason === 'ImagePullBackOff' ? w : undefined;
+    }, 60000);
+    assert.ok(refused);
+    await kubectl(['delete', 'pod', 'private-with', 'private-without', '--wait=false']);
+  });
+
   it('probes: a failing liveness probe restarts the container; readiness follows its probe', async () => {
     await apply(`apiVersion: v1
 kind: Pod
