@@ -1,4 +1,4 @@
-import { type KubeApi, plain, statusOf } from './kube_api.js';
+import { type KubeApi, plain, statusOf, timely } from './kube_api.js';
 
 // What a pod's volumes and env read from the API server, with the node's own
 // credentials: the Node authorizer lets a node read only the ConfigMaps and
@@ -11,25 +11,25 @@ export interface ApiClusterObjects {
   serviceAccountToken(namespace: string, serviceAccount: string, r: { audiences: string[]; expirationSeconds: number; podName: string; podUid: string }): Promise<{ token: string; expiresAt: Date }>;
 }
 
-const orUndefined = <T>(p: Promise<T>): Promise<T | undefined> => p.catch((e: unknown) => (statusOf(e) === 404 ? undefined : Promise.reject(e)));
+const orUndefined = <T>(p: Promise<T>, what: string): Promise<T | undefined> => timely(p, what).catch((e: unknown) => (statusOf(e) === 404 ? undefined : Promise.reject(e)));
 
 const decode = (m: Record<string, string> | undefined): Record<string, Buffer> => Object.fromEntries(Object.entries(m ?? {}).map(([k, v]) => [k, Buffer.from(v, 'base64')]));
 
 export function clusterObjects(api: KubeApi): ApiClusterObjects {
   return {
     async configMap(namespace, name) {
-      const cm = await orUndefined(api.core.readNamespacedConfigMap({ name, namespace }));
+      const cm = await orUndefined(api.core.readNamespacedConfigMap({ name, namespace }), `configmap ${namespace}/${name}`);
       if (!cm) return undefined;
       const o = plain<{ data?: Record<string, string>; binaryData?: Record<string, string> }>(cm);
       return { data: o.data ?? {}, binaryData: decode(o.binaryData) };
     },
     async secret(namespace, name) {
-      const s = await orUndefined(api.core.readNamespacedSecret({ name, namespace }));
+      const s = await orUndefined(api.core.readNamespacedSecret({ name, namespace }), `secret ${namespace}/${name}`);
       if (!s) return undefined;
       return { data: decode(plain<{ data?: Record<string, string> }>(s).data) };
     },
     async serviceAccountToken(namespace, serviceAccount, r) {
-      const tr = await api.core.createNamespacedServiceAccountToken({
+      const tr = await timely(api.core.createNamespacedServiceAccountToken({
         name: serviceAccount,
         namespace,
         body: {
@@ -39,7 +39,7 @@ export function clusterObjects(api: KubeApi): ApiClusterObjects {
             boundObjectRef: { apiVersion: 'v1', kind: 'Pod', name: r.podName, uid: r.podUid },
           },
         } as never,
-      });
+      }), `a token for service account ${namespace}/${serviceAccount}`);
       const st = plain<{ status?: { token?: string; expirationTimestamp?: string } }>(tr).status;
       if (!st?.token) throw new Error(`the API server gave no token for service account ${namespace}/${serviceAccount}`);
       return { token: st.token, expiresAt: new Date(st.expirationTimestamp ?? Date.now() + r.expirationSeconds * 1000) };

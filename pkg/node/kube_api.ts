@@ -93,3 +93,16 @@ export function rfc3339(d: Date): string {
 export function microTime(d: Date): string {
   return d.toISOString().replace(/\.(\d{3})Z$/, '.$1000Z');
 }
+
+/**
+ * A call that fails when the API server does not answer in time (the
+ * generated client has no timeout of its own): a node must never wait on an
+ * API server that went away without closing its connections.
+ */
+export function timely<T>(p: Promise<T>, what: string, timeoutMs = 10000): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_r, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: the API server did not answer within ${timeoutMs / 1000} s`)), timeoutMs);
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+}

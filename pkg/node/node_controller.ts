@@ -1,5 +1,5 @@
 import type { Logger } from '../log/logger.js';
-import { type Json, type KubeApi, messageOf, microTime, rfc3339, statusOf, strategicMerge } from './kube_api.js';
+import { type Json, type KubeApi, messageOf, microTime, rfc3339, statusOf, strategicMerge, timely } from './kube_api.js';
 import { buildNode, type HostFacts, type NodeOptions } from './node_object.js';
 
 // The node's registration, as kubelet's: the Node is created (or, when it
@@ -92,7 +92,8 @@ export class NodeController {
     while (!signal.aborted) {
       let wait = everyMs;
       try {
-        await f();
+        // A renewal that hangs must not hold up the next one (kubelet's lease client times out too).
+        await timely(f(), `node ${this.name}`, Math.max(everyMs, 5000));
       } catch (e: unknown) {
         this.o.log.warn('node status or lease update failed; retrying', { node: this.name, error: messageOf(e) });
         // kubelet retries a failed renewal quickly (200 ms doubling to 7 s), not at the next period.

@@ -188,7 +188,7 @@ export class PodManager {
   private readonly prober: Prober;
   private readonly runtimeName: string;
   /** Set-up volumes by pod uid, and when their content is next refreshed. */
-  private readonly volumes = new Map<string, { volumes: PodVolumes; refreshAt: number }>();
+  private readonly volumes = new Map<string, { volumes: PodVolumes; refreshAt: number; refreshing: boolean }>();
   /** Has every pod source been seen whole? Until then no pod is removed for being unknown. */
   private complete = false;
 
@@ -923,32 +923,49 @@ export class PodManager {
     }
   }
 
-  /** The pod's volumes, set up before its sandbox, their content refreshed at most every volumeSyncMs. */
+  /**
+   * The pod's volumes, set up before its sandbox. Their content (configMaps,
+   * secrets, tokens) is refreshed at most every volumeSyncMs, in the
+   * background, as kubelet's volume manager does: a slow or absent API server
+   * never holds up the pod worker (restarts, probes, other pods).
+   */
   private async podVolumes(pod: PodManifest): Promise<PodVolumes> {
     const have = this.volumes.get(pod.uid);
-    if (have && this.now() < have.refreshAt) return have.volumes;
-    const refreshAt = this.now() + (this.o.volumeSyncMs ?? 10000);
+    if (have) {
+      if (this.now() >= have.refreshAt && !have.refreshing) {
+        have.refreshing = true;
+        void this.setUpVolumes(pod)
+          .then(
+            (volumes) => (have.volumes = volumes),
+            (e: unknown) => this.o.log.warn('pod volumes could not be refreshed; the pod keeps their last content', { pod: `${pod.namespace}/${pod.name}`, error: (e as Error).message }),
+          )
+          .finally(() => {
+            have.refreshing = false;
+            have.refreshAt = this.now() + (this.o.volumeSyncMs ?? 10000);
+          });
+      }
+      return have.volumes;
+    }
     try {
-      const volumes = await setUpPodVolumes(pod, {
-        root: this.o.volumeRoot,
-        memoryRoot: this.o.memoryVolumeRoot,
-        uid: this.o.uid ?? process.getuid?.() ?? 0,
-        now: this.now,
-        ...(this.o.cluster ? { cluster: this.o.cluster } : {}),
-        ...(this.o.allocatable ? { allocatable: this.o.allocatable } : {}),
-      });
-      if (!have) for (const note of volumes.notes) this.o.log.warn('not enforced rootless', { pod: `${pod.namespace}/${pod.name}`, note });
-      this.volumes.set(pod.uid, { volumes, refreshAt });
+      const volumes = await this.setUpVolumes(pod);
+      for (const note of volumes.notes) this.o.log.warn('not enforced rootless', { pod: `${pod.namespace}/${pod.name}`, note });
+      this.volumes.set(pod.uid, { volumes, refreshAt: this.now() + (this.o.volumeSyncMs ?? 10000), refreshing: false });
       return volumes;
     } catch (e: unknown) {
-      // A running pod keeps what it has (kubelet keeps the last content too); one not started yet does not start.
-      if (have) {
-        this.o.log.warn('pod volumes could not be refreshed; the pod keeps their last content', { pod: `${pod.namespace}/${pod.name}`, error: (e as Error).message });
-        have.refreshAt = refreshAt;
-        return have.volumes;
-      }
+      this.event(pod, { type: 'Warning', reason: 'FailedMount', message: (e as Error).message });
       throw Object.assign(new Error(`volumes cannot be set up: ${(e as Error).message}`), { reason: 'FailedMount', cause: e });
     }
+  }
+
+  private setUpVolumes(pod: PodManifest): Promise<PodVolumes> {
+    return setUpPodVolumes(pod, {
+      root: this.o.volumeRoot,
+      memoryRoot: this.o.memoryVolumeRoot,
+      uid: this.o.uid ?? process.getuid?.() ?? 0,
+      now: this.now,
+      ...(this.o.cluster ? { cluster: this.o.cluster } : {}),
+      ...(this.o.allocatable ? { allocatable: this.o.allocatable } : {}),
+    });
   }
 
   /** Env, mounts and the expanded command of a container about to be made; an error says why it cannot be (kubelet's CreateContainerConfigError). */

@@ -1,5 +1,5 @@
 import type { Logger } from '../log/logger.js';
-import { type Json, type KubeApi, messageOf, statusOf, strategicMerge } from './kube_api.js';
+import { type Json, type KubeApi, messageOf, statusOf, strategicMerge, timely } from './kube_api.js';
 
 // Pod statuses to the API server, through the status subresource, as
 // kubelet's status manager: the newest status of each pod is kept until it
@@ -59,7 +59,7 @@ export class PodStatusWriter {
   private async flush(): Promise<void> {
     for (const [uid, { ref, status }] of [...this.pending]) {
       try {
-        await this.api.core.patchNamespacedPodStatus({ name: ref.name, namespace: ref.namespace, body: { metadata: { uid }, status } }, strategicMerge());
+        await timely(this.api.core.patchNamespacedPodStatus({ name: ref.name, namespace: ref.namespace, body: { metadata: { uid }, status } }, strategicMerge()), `the status of pod ${ref.namespace}/${ref.name}`);
         this.failures = 0;
         if (this.pending.get(uid)?.status === status) this.pending.delete(uid);
         this.written.set(uid, JSON.stringify(status));
