@@ -60,11 +60,11 @@ describe('usernode in a cluster (real control plane, kubectl)', () => {
     const t0 = Date.now();
     cp = await startControlPlane();
     console.log(`control plane up in ${Date.now() - t0} ms`);
-    const bed = JSON.parse(readFileSync(requiredEnv('USERNODE_TEST_IMAGES'), 'utf8')) as { registry: string };
+    const bed = JSON.parse(readFileSync(requiredEnv('USERNODE_TEST_IMAGES'), 'utf8')) as { registry: string; authRegistry: string };
     busybox = `${bed.registry}/usernode/busybox:latest`;
     node = await TestNode.create();
     kubeletPort = await freePort();
-    await node.writeConfig(`registries:\n  "${bed.registry}": { plainHttp: true }\nclientCAFile: ${cp.caFile}\n`);
+    await node.writeConfig(`registries:\n  "${bed.registry}": { plainHttp: true }\n  "${bed.authRegistry}": { plainHttp: true }\nclientCAFile: ${cp.caFile}\n`);
     staticDir = join(node.dir, 'config', 'usernode', 'manifests');
     await mkdir(staticDir, { recursive: true });
     await writeFile(
