@@ -110,7 +110,6 @@ export function runtimeMetrics(registry: Registry, f: RuntimeFacts, o: { deadlin
 export function within<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
   return new Promise((resolve) => {
     const timer = setTimeout(() => resolve(undefined), ms);
-    timer.unref();
     p.then(
       (v) => {
         clearTimeout(timer);

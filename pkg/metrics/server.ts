@@ -112,7 +112,6 @@ export function sharedExposition(render: () => Promise<string>, o: { maxAgeMs?: 
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<'late'>((resolve) => {
       timer = setTimeout(() => resolve('late'), timeoutMs);
-      timer.unref();
     });
     try {
       const got = await Promise.race([pending, late]);
