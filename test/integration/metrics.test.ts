@@ -5,12 +5,18 @@ import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
-import { type AgentProcess, eventually, exec, freePort, requiredEnv, TestNode } from '../lib/agent.js';
+import { parse, stringify } from 'yaml';
+
+import { type AgentProcess, eventually, exec, freePort, repoRoot, requiredEnv, TestNode } from '../lib/agent.js';
+import { kubeletGet, makeCA, makeClientCert } from '../lib/kubelet_certs.js';
 
 // The metrics an operator scrapes, against the real agent running static
 // pods (run by the node half, as kubelet runs them): the exposition passes
 // promtool's checks, and a real Prometheus server scraping the agent every
-// second answers the queries kubelet and cadvisor dashboards make.
+// second answers the queries kubelet and cadvisor dashboards make. It scrapes
+// with the jobs of manifests/prometheus/scrape-config.yaml, the kubelet API's
+// over TLS with a client certificate (no control plane here to review a
+// bearer token).
 
 /** A binary of the Debian prometheus package (scripts/host-setup.sh --tests); missing is a failure, never a skip. */
 function prometheusTool(name: 'prometheus' | 'promtool'): string {
@@ -26,6 +32,13 @@ function prometheusTool(name: 'prometheus' | 'promtool'): string {
   throw new Error(`${name} is not installed: the metrics tests need the Debian prometheus package (sudo apt-get install prometheus, or scripts/host-setup.sh --tests)`);
 }
 
+interface ScrapeJob {
+  job_name: string;
+  static_configs: Array<{ targets: string[] }>;
+  authorization?: unknown;
+  tls_config?: Record<string, string>;
+}
+
 interface Sample {
   metric: Record<string, string>;
   value: [number, string];
@@ -38,6 +51,7 @@ describe('usernode metrics', () => {
   let prometheusLog = '';
   let busybox: string;
   let metricsPort: number;
+  let kubeletPort: number;
   let promPort: number;
   let manifests: string;
 
@@ -75,8 +89,15 @@ spec:
     const bed = JSON.parse(readFileSync(requiredEnv('USERNODE_TEST_IMAGES'), 'utf8')) as { registry: string };
     busybox = `${bed.registry}/usernode/busybox:latest`;
     metricsPort = await freePort();
+    kubeletPort = await freePort();
     node = await TestNode.create();
-    await node.writeConfig(`metricsAddress: "127.0.0.1:${metricsPort}"\nregistries:\n  "${bed.registry}": { plainHttp: true }\n`);
+    const certs = join(node.dir, 'certs');
+    await mkdir(certs, { recursive: true });
+    const ca = await makeCA(certs, 'client-ca');
+    const client = await makeClientCert(certs, ca, 'prometheus', []);
+    await node.writeConfig(
+      `metricsAddress: "127.0.0.1:${metricsPort}"\nkubeletAddress: "127.0.0.1:${kubeletPort}"\nclientCAFile: ${ca.cert}\nregistries:\n  "${bed.registry}": { plainHttp: true }\n`,
+    );
     manifests = join(node.dir, 'config', 'usernode', 'manifests');
     await mkdir(manifests, { recursive: true });
     await writeFile(join(manifests, 'one.yaml'), manifest('one'));
@@ -87,21 +108,25 @@ spec:
     promPort = await freePort();
     const dir = join(node.dir, 'prometheus');
     await mkdir(dir, { recursive: true });
-    // What manifests/prometheus/scrape-config.yaml has for the unauthenticated port, every second.
-    await writeFile(
-      join(dir, 'prometheus.yml'),
-      `global: { scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s }
-scrape_configs:
-  - job_name: usernode
-    static_configs: [{ targets: ["127.0.0.1:${metricsPort}"] }]
-  - job_name: usernode-cadvisor
-    metrics_path: /metrics/cadvisor
-    static_configs: [{ targets: ["127.0.0.1:${metricsPort}"] }]
-`,
-    );
+    // The shipped jobs, pointed at this node, every second.
+    const shipped = readFileSync(join(repoRoot, 'manifests', 'prometheus', 'scrape-config.yaml'), 'utf8');
+    const jobs = (parse(shipped) as { scrape_configs: ScrapeJob[] }).scrape_configs;
+    assert.deepEqual(jobs.map((j) => j.job_name), ['usernode', 'usernode-cadvisor', 'usernode-kubelet', 'usernode-kubelet-cadvisor']);
+    for (const j of jobs) {
+      const kubelet = j.job_name.startsWith('usernode-kubelet');
+      j.static_configs = [{ targets: [`127.0.0.1:${kubelet ? kubeletPort : metricsPort}`] }];
+      if (kubelet) {
+        delete j.authorization;
+        j.tls_config = { ca_file: join(node.dir, 'data', 'usernode', 'pki', 'kubelet.crt'), cert_file: client.cert, key_file: client.key };
+      }
+    }
+    const config = join(dir, 'prometheus.yml');
+    await writeFile(config, stringify({ global: { scrape_interval: '1s', scrape_timeout: '1s', evaluation_interval: '1s' }, scrape_configs: jobs }));
+    const checked = await exec(prometheusTool('promtool'), ['check', 'config', config]);
+    assert.equal(checked.code, 0, `promtool check config:\n${checked.stdout}${checked.stderr}`);
     prometheus = spawn(
       prometheusBin,
-      [`--config.file=${join(dir, 'prometheus.yml')}`, `--storage.tsdb.path=${join(dir, 'data')}`, `--web.listen-address=127.0.0.1:${promPort}`, '--web.enable-lifecycle'],
+      [`--config.file=${config}`, `--storage.tsdb.path=${join(dir, 'data')}`, `--web.listen-address=127.0.0.1:${promPort}`, '--web.enable-lifecycle'],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     prometheus.stdout?.on('data', (d: Buffer) => (prometheusLog += d.toString()));
@@ -188,6 +213,45 @@ scrape_configs:
         assert.equal(s.metric['container'], name.startsWith('container_network') ? undefined : 'app', `${name}: ${JSON.stringify(s.metric)}`);
       }
     }
+  });
+
+  it('the kubelet API serves the same families over TLS to an authenticated scraper', async () => {
+    await eventually(
+      'both kubelet API jobs up, with the pods in them',
+      async () => {
+        const up = await query('up{job=~"usernode-kubelet.*"}');
+        const pods = await query('kubelet_running_pods{job="usernode-kubelet"}');
+        const cpu = await query('container_cpu_usage_seconds_total{job="usernode-kubelet-cadvisor",namespace="metrics-test",container="app"}');
+        return up.length === 2 && up.every((s) => s.value[1] === '1') && pods[0]?.value[1] === '2' && cpu.length === 2 ? true : undefined;
+      },
+      30000,
+    ).catch(async (e: unknown) => {
+      throw new Error(`${(e as Error).message}: ${JSON.stringify(await fetch(`http://127.0.0.1:${promPort}/api/v1/targets`).then((r) => r.json()))}`);
+    });
+    const serverCA = join(node.dir, 'data', 'usernode', 'pki', 'kubelet.crt');
+    for (const path of ['/metrics', '/metrics/cadvisor']) {
+      const anonymous = await kubeletGet(`https://127.0.0.1:${kubeletPort}${path}`, { serverCA });
+      assert.equal(anonymous.status, 401, `${path}: the kubelet API lets no unauthenticated scraper in`);
+      assert.doesNotMatch(anonymous.body, /kubelet_|container_/);
+    }
+  });
+
+  it('a scrape storm costs the runtime one ListPodSandboxMetrics a second at most', async () => {
+    const listed = async (): Promise<number> =>
+      (await scrape('/metrics'))
+        .split('\n')
+        .filter((l) => l.startsWith('usernode_cri_operations_total{') && l.includes('method="ListPodSandboxMetrics"'))
+        .reduce((sum, l) => sum + Number(l.split(' ')[1]), 0);
+    const before = await listed();
+    const t0 = Date.now();
+    for (let round = 0; round < 5; round++) {
+      const bodies = await Promise.all(Array.from({ length: 20 }, () => scrape('/metrics/cadvisor')));
+      for (const b of bodies) assert.match(b, /^container_cpu_usage_seconds_total\{/m);
+    }
+    const seconds = (Date.now() - t0) / 1000;
+    const made = (await listed()) - before;
+    // 100 scrapes here, and Prometheus' own of both ports meanwhile, share one render a second.
+    assert.ok(made <= Math.ceil(seconds) + 2, `${made} ListPodSandboxMetrics calls in ${seconds} s for 100 scrapes`);
   });
 
   it('counters grow as CRI calls are made; a removed pod leaves the cadvisor series and the running count', async () => {
