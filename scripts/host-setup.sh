@@ -31,7 +31,8 @@ log() { echo "host-setup: $*"; }
 # --- Debian packages -------------------------------------------------------
 packages=(uidmap rootlesskit slirp4netns runc conmon catatonit socat containernetworking-plugins iptables iproute2 util-linux procps openssl)
 if [ "$tests" = 1 ]; then
-  packages+=(python3 git tar ca-certificates docker-registry busybox-static apache2-utils attr zstd gcc libc6-dev openssl)
+  # prometheus: promtool and the server the metrics tests scrape the agent with.
+  packages+=(python3 git tar ca-certificates docker-registry busybox-static apache2-utils attr zstd gcc libc6-dev openssl prometheus)
 fi
 if [ "$bench" = 1 ]; then
   # The benchmarks' reference: containerd 1.6 (CRI plugin, overlayfs), run rootless by bench/run.sh;
@@ -49,6 +50,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 else
   log "packages already installed"
+fi
+if [ "$tests" = 1 ] && command -v systemctl >/dev/null; then
+  # The package enables a system-wide Prometheus on :9090; the tests start their own on a free loopback port.
+  systemctl disable --now prometheus >/dev/null 2>&1 || systemctl disable prometheus >/dev/null 2>&1 || true
 fi
 
 # --- the user -------------------------------------------------------------------

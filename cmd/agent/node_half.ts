@@ -1,7 +1,12 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
+import type { Registry } from 'prom-client';
+
 import { criClients, type CriClients } from '../../proto/client.js';
+import { type MetricsServer, sharedExposition } from '../../pkg/metrics/server.js';
+import { cadvisorExposition } from '../../pkg/node/kubelet_metrics.js';
+import { nodeMetrics } from '../../pkg/node/metrics.js';
 import { failedPrecondition } from '../../pkg/errdefs/errors.js';
 import type { Logger } from '../../pkg/log/logger.js';
 import { enterArgv, type NodeNamespace } from '../../pkg/netns/node_namespace.js';
@@ -44,6 +49,9 @@ async function runtimeReady(cri: CriClients): Promise<{ ready: boolean; message:
 export interface NodeHalfOptions {
   /** The node's own Prometheus exposition (the agent's and the runtime's), for the kubelet API's /metrics. */
   metrics: () => Promise<{ contentType: string; body: string }>;
+  /** The node half's registry (kubelet_* metrics) and the unauthenticated metrics server, which gains /metrics/cadvisor. */
+  registry: Registry;
+  metricsServer: MetricsServer;
 }
 
 export async function startNodeHalf(c: AgentConfig, log: Logger, ns: NodeNamespace, o: NodeHalfOptions): Promise<() => Promise<void>> {
@@ -73,6 +81,7 @@ export async function startNodeHalf(c: AgentConfig, log: Logger, ns: NodeNamespa
     const podLog = log.child('pods');
     // kubelet's pods folder: per pod uid, its volumes and termination message files.
     const podsDir = join(c.dataDir, 'pods', 'volumes');
+    const metrics = nodeMetrics(o.registry, { nodeName });
     const pods = new PodManager({
       cri,
       log: podLog,
@@ -104,7 +113,13 @@ export async function startNodeHalf(c: AgentConfig, log: Logger, ns: NodeNamespa
         podConfig?.onEvent(pod, e);
       },
       onTerminated: (pod) => void podConfig?.onTerminated(pod),
+      onCriCall: metrics.criCall,
+      onPodRunning: (_pod, firstSeenMs, nowMs) => metrics.podRunning(firstSeenMs, nowMs),
     });
+    metrics.readPods(() => pods.statuses().values());
+    // One ListPodSandboxMetrics per second at most, whoever scrapes (both ports, several Prometheus servers).
+    const cadvisor = sharedExposition(() => cadvisorExposition(cri));
+    o.metricsServer.route('/metrics/cadvisor', cadvisor);
 
     const api = c.cluster.kubeconfig !== undefined ? await (await import('../../pkg/node/kube_api.js')).loadKubeApi(c.cluster.kubeconfig) : undefined;
 
@@ -113,7 +128,7 @@ export async function startNodeHalf(c: AgentConfig, log: Logger, ns: NodeNamespa
     if (c.cluster.kubeletAddress) {
       const { serveKubeletApi, clusterAuth } = await import('../../pkg/node/kubelet_server.js');
       const { SummaryProvider } = await import('../../pkg/node/kubelet_stats.js');
-      const { cadvisorExposition, resourceExposition } = await import('../../pkg/node/kubelet_metrics.js');
+      const { resourceExposition } = await import('../../pkg/node/kubelet_metrics.js');
       const summary = new SummaryProvider({ cri, nodeName, rootDir: c.dataDir });
       const text = 'text/plain; version=0.0.4; charset=utf-8';
       const server = await serveKubeletApi({
@@ -128,7 +143,7 @@ export async function startNodeHalf(c: AgentConfig, log: Logger, ns: NodeNamespa
         pods: () => podConfig?.pods() ?? [],
         metrics: {
           node: o.metrics,
-          cadvisor: async () => ({ contentType: text, body: await cadvisorExposition(cri) }),
+          cadvisor: async () => ({ contentType: text, body: await cadvisor() }),
           resource: async () => ({ contentType: text, body: resourceExposition((await summary.summary()) as never) }),
         },
         log: log.child('kubelet-api'),

@@ -91,6 +91,8 @@ export async function runNode(c: AgentConfig, env: NodeJS.ProcessEnv): Promise<n
       cleanup.push(
         await startNodeHalf(c, log, ns, {
           metrics: async () => ({ contentType: registry.contentType, body: (await registry.metrics()) + (await scrapeSocket(p.runtimeMetricsSocket)) }),
+          registry,
+          metricsServer: metrics,
         }),
       );
     }

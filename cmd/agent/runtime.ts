@@ -29,6 +29,8 @@ import { UnpackPool } from '../../pkg/image/unpack_pool.js';
 import { criMetrics } from '../../pkg/metrics/cri.js';
 import { imageMetrics } from '../../pkg/metrics/image.js';
 import { createRegistry } from '../../pkg/metrics/registry.js';
+import { runtimeMetrics } from '../../pkg/metrics/runtime.js';
+import { readNetDev } from '../../pkg/netns/net_dev.js';
 import { serveMetrics } from '../../pkg/metrics/server.js';
 import type { CriContext, RuntimeHealth } from '../../pkg/cri/context.js';
 import { createLogger } from '../../pkg/log/logger.js';
@@ -144,6 +146,7 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
   const containerCgroups = await prepareContainerCgroups(cgroups);
   if (containerCgroups.canEnforceLimits) log.info('containers get cgroups of their own: limits are enforced', { under: containerCgroups.path });
   else log.warn('resource limits will not be enforced', { reason: containerCgroups.reason });
+  const unenforcedLimits = containerCgroups.canEnforceLimits ? (['hugepages'] as const) : (['cpu', 'memory', 'pids', 'hugepages'] as const);
   const containers: ContainerRuntime = {
     store: containerStore,
     rootfs: new ContainerRootfs({ root: p.snapshotsDir, viewRoot: '/run/usernode/userns', snapshotter: snap.snapshotter, mount: c.tools.mount ?? '/bin/mount', umount: c.tools.umount ?? '/bin/umount', cp: c.tools.cp ?? '/bin/cp' }),
@@ -230,7 +233,7 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
       }),
       nodeNamespace: JSON.stringify({ driver: 'rootlesskit', ...ns, uidMap: uidMap.trim().split('\n').map((l) => l.trim().split(/\s+/).map(Number)) }),
       cniconfig: await readFile(conflist, 'utf8').then((t) => JSON.stringify(JSON.parse(t))),
-      rootless: JSON.stringify({ cgroups, containerCgroups, unenforced: containerCgroups.canEnforceLimits ? ['hugepages'] : ['cpu', 'memory', 'pids', 'hugepages'] }),
+      rootless: JSON.stringify({ cgroups, containerCgroups, unenforced: unenforcedLimits }),
       snapshotter: JSON.stringify(snap),
       stats: JSON.stringify(containers.stats.describe()),
       registries: JSON.stringify(c.registries),
@@ -238,6 +241,15 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
   };
 
   const cri = criMetrics(registry);
+  runtimeMetrics(registry, {
+    snapshotter: snap.snapshotter,
+    unenforced: unenforcedLimits,
+    // This process is in the node's network namespace: its net/dev shows slirp4netns' tap0.
+    uplink: async () => (await readNetDev('/proc/self/net/dev')).find((i) => i.name === 'tap0'),
+    portForwards: () => pods.ports.list(),
+    sandboxes: () => sandboxes.list(),
+    containers: () => containerStore.list(),
+  });
   const server = new CriServer({ socketPath: c.criSocket, ctx, uid: process.getuid?.() ?? 0, observe: (...a) => cri.observe(...a) });
   // The node half serves these along with its own (pkg/metrics/server.ts).
   const metrics = await serveMetrics({ socket: p.runtimeMetricsSocket }, registry);

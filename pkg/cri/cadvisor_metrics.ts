@@ -34,8 +34,15 @@ interface Row<V> {
   values?: (v: V) => MetricValue[];
 }
 
-/** id, name, image: the container's (or, for network metrics, the pod's). */
-export const baseLabelKeys = ['id', 'name', 'image'] as const;
+/**
+ * id, name, image: the container's (or, for network metrics, the pod's);
+ * namespace, pod, container: what kubelet's cadvisor exposition adds from the
+ * Kubernetes labels and dashboards select on (container is empty on the pod's
+ * own series, as cadvisor leaves it for the sandbox). The runtime sends them
+ * so any CRI metrics consumer (this node half, or kubelet's CRI collector)
+ * shows them without a lookup of its own.
+ */
+export const baseLabelKeys = ['id', 'name', 'image', 'namespace', 'pod', 'container'] as const;
 
 const second = 1_000_000_000n;
 const one = (value: bigint): MetricValue[] => [[[], value]];

@@ -18,11 +18,11 @@ export async function listPodSandboxMetrics(_req: unknown, ctx: CriContext): Pro
       pods.map(async (p) => ({
         podSandboxId: p.sandbox.id,
         // A pod has no image: its image label is empty.
-        metrics: p.network ? series(networkMetrics, p.network, [p.sandbox.id, p.sandbox.metadata.name, ''], p.at) : [],
+        metrics: p.network ? series(networkMetrics, p.network, [p.sandbox.id, p.sandbox.metadata.name, '', p.sandbox.metadata.namespace, p.sandbox.metadata.name, ''], p.at) : [],
         containerMetrics: await Promise.all(
           p.containers.filter(running).map(async (c) => ({
             containerId: c.record.id,
-            metrics: series(containerMetrics, await viewOf(c, disk, ctx), [c.record.id, c.record.metadata.name, c.record.image], c.at),
+            metrics: series(containerMetrics, await viewOf(c, disk, ctx), [c.record.id, c.record.metadata.name, c.record.image, p.sandbox.metadata.namespace, p.sandbox.metadata.name, c.record.metadata.name], c.at),
           })),
         ),
       })),

@@ -12,6 +12,12 @@ import type { Registry } from 'prom-client';
 export interface MetricsServer {
   /** "host:port" or the socket path. */
   address: string;
+  /**
+   * Serves another exposition at `path` (the node half adds /metrics/cadvisor
+   * once it has a CRI client, as kubelet's read-only port serves it); a
+   * scrape of it before then is a 404.
+   */
+  route(path: string, render: () => Promise<string>): void;
   close(): Promise<void>;
 }
 
@@ -20,16 +26,25 @@ export async function serveMetrics(
   registry: Registry,
   extra?: () => Promise<string>,
 ): Promise<MetricsServer> {
+  const routes = new Map<string, () => Promise<string>>([
+    [
+      '/metrics',
+      async () => {
+        const body = await registry.metrics();
+        return extra ? body + (await extra().catch(() => '')) : body;
+      },
+    ],
+  ]);
   const server: Server = createServer((req, res) => {
-    const path = (req.url ?? '/').split('?')[0];
-    if (req.method !== 'GET' || path !== '/metrics') {
-      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics\n');
+    const path = (req.url ?? '/').split('?')[0] ?? '/';
+    const render = routes.get(path);
+    if (req.method !== 'GET' || !render) {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end(`not found: try ${[...routes.keys()].join(' or ')}\n`);
       return;
     }
     void (async () => {
       try {
-        let body = await registry.metrics();
-        if (extra) body += await extra().catch(() => '');
+        const body = await render();
         res.writeHead(200, { 'content-type': registry.contentType }).end(body);
       } catch (e: unknown) {
         res.writeHead(500, { 'content-type': 'text/plain' }).end(`${(e as Error).message}\n`);
@@ -47,6 +62,7 @@ export async function serveMetrics(
   const address = typeof a === 'string' ? a : `${(a as AddressInfo).address}:${(a as AddressInfo).port}`;
   return {
     address,
+    route: (path, render) => void routes.set(path, render),
     close: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections();
@@ -68,4 +84,42 @@ export function scrapeSocket(socket: string, timeoutMs = 2000): Promise<string> 
     req.on('error', () => resolve(''));
     req.end();
   });
+}
+
+/**
+ * An exposition that is costly to make (one CRI call over every pod), shared
+ * by the scrapes that ask for it together: at most one is being made, one
+ * made within maxAgeMs is served again, and a scrape waits at most timeoutMs
+ * before it gets the last one made (or fails, when there is none yet) while
+ * the slow one finishes in the background. A scrape never adds load on the
+ * runtime during churn beyond one call per maxAgeMs.
+ */
+export function sharedExposition(render: () => Promise<string>, o: { maxAgeMs?: number; timeoutMs?: number; now?: () => number } = {}): () => Promise<string> {
+  const maxAgeMs = o.maxAgeMs ?? 1000;
+  const timeoutMs = o.timeoutMs ?? 5000;
+  const now = o.now ?? Date.now;
+  let last: { body: string; at: number } | undefined;
+  let making: Promise<string> | undefined;
+  return async () => {
+    if (last && now() - last.at < maxAgeMs) return last.body;
+    making ??= render()
+      .then((body) => {
+        last = { body, at: now() };
+        return body;
+      })
+      .finally(() => (making = undefined));
+    const pending = making;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'late'>((resolve) => {
+      timer = setTimeout(() => resolve('late'), timeoutMs);
+    });
+    try {
+      const got = await Promise.race([pending, late]);
+      if (got !== 'late') return got;
+      if (last) return last.body;
+      throw new Error(`the exposition took longer than ${timeoutMs} ms`);
+    } finally {
+      clearTimeout(timer);
+    }
+  };
 }

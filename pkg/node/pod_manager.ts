@@ -166,6 +166,10 @@ export interface PodManagerOptions {
   asNodeRoot?: (argv: string[]) => string[];
   /** Volume content (configMaps, secrets, tokens) is refreshed at most this often (default 10 s). */
   volumeSyncMs?: number;
+  /** Every CRI call the worker makes, when it ends (kubelet's runtime operation metrics). */
+  onCriCall?: (method: string, seconds: number, ok: boolean) => void;
+  /** A pod first reached Running; firstSeenMs is when the worker first had it (kubelet_pod_start_duration_seconds). */
+  onPodRunning?: (pod: PodManifest, firstSeenMs: number, nowMs: number) => void;
 }
 
 type Callback<T> = (err: Error | null, res?: T) => void;
@@ -201,8 +205,13 @@ export class PodManager {
 
   private call<T>(service: 'runtime' | 'image', method: string, req: object): Promise<T> {
     const client = this.o.cri[service] as unknown as Record<string, (req: object, cb: Callback<T>) => void>;
+    const start = performance.now();
     return new Promise<T>((resolve, reject) =>
-      client[method]!.call(this.o.cri[service], req, (err, res) => (err ? reject(Object.assign(new Error(`${method}: ${err.message}`), { code: (err as { code?: number }).code })) : resolve(res as T))),
+      client[method]!.call(this.o.cri[service], req, (err, res) => {
+        this.o.onCriCall?.(method, (performance.now() - start) / 1000, !err);
+        if (err) reject(Object.assign(new Error(`${method}: ${err.message}`), { code: (err as { code?: number }).code }));
+        else resolve(res as T);
+      }),
     );
   }
 
@@ -909,6 +918,7 @@ export class PodManager {
       startTime: apiTime(st.startTime),
       qosClass: qosClass(pod),
     };
+    if (phase === 'Running' && st.status?.phase !== 'Running') this.o.onPodRunning?.(pod, st.startTime, this.now());
     st.status = status;
     const json = JSON.stringify(status);
     if (json === st.sent) return;
