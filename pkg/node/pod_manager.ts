@@ -11,6 +11,7 @@ import type { PodContainer, PodManifest } from './pod_manifest.js';
 import { type ClusterObjects, type CriMount, podsWithVolumes, type PodVolumes, setUpPodVolumes, tearDownPodVolumes } from './pod_volumes.js';
 import { linuxResources, qosClass, sandboxResources } from './pod_resources.js';
 import { pullAuthsFor } from './pull_secrets.js';
+import { criContainerSecurity, criSandboxSecurity, nonRootProblem } from './security_context.js';
 import { apiTime, type ContainerStateJson, type ContainerStatusJson, podConditions, type PodConditionJson, podPhase, type PodStatus } from './pod_status.js';
 import { type Prober, proberByKind } from './prober.js';
 import { execProber } from './prober_exec.js';
@@ -31,6 +32,11 @@ import { execProber } from './prober_exec.js';
 //   container:  none ──Create/Start──▶ running ──exit──▶ exited ──(policy, back-off)──▶ next attempt
 
 export const managedLabel = 'usernode.io/managed-pod';
+
+/** The CRI namespace modes of a pod (kubelet's namespacesForPod). */
+function namespaceOptions(pod: PodManifest): { network: string; pid: string; ipc: string } {
+  return { network: pod.hostNetwork ? 'NODE' : 'POD', pid: pod.hostPID ? 'NODE' : pod.shareProcessNamespace ? 'POD' : 'CONTAINER', ipc: pod.hostIPC ? 'NODE' : 'POD' };
+}
 const uidLabel = 'io.kubernetes.pod.uid';
 const containerNameLabel = 'io.kubernetes.container.name';
 const backoffStartMs = 10000;
@@ -362,6 +368,7 @@ export class PodManager {
   }
 
   private sandboxConfig(pod: PodManifest, attempt: number): object {
+    const sandbox = criSandboxSecurity(pod.security);
     const ports = pod.containers.flatMap((c) => c.ports.filter((p) => p.hostPort !== undefined));
     return {
       metadata: { name: pod.name, namespace: pod.namespace, uid: pod.uid, attempt },
@@ -370,7 +377,7 @@ export class PodManager {
       portMappings: ports.map((p) => ({ protocol: p.protocol, containerPort: p.containerPort, hostPort: p.hostPort, hostIp: p.hostIP ?? '' })),
       labels: { ...pod.labels, 'io.kubernetes.pod.name': pod.name, 'io.kubernetes.pod.namespace': pod.namespace, [uidLabel]: pod.uid, [managedLabel]: 'true' },
       annotations: pod.annotations,
-      linux: { securityContext: { namespaceOptions: { network: pod.hostNetwork ? 'NODE' : 'POD', pid: 'CONTAINER', ipc: 'POD' } }, resources: sandboxResources(pod) },
+      linux: { securityContext: { ...sandbox.securityContext, namespaceOptions: namespaceOptions(pod) }, sysctls: sandbox.sysctls, resources: sandboxResources(pod) },
     };
   }
 
@@ -564,6 +571,11 @@ export class PodManager {
 
   /** The CreateContainer config of container `c` (kuberuntime's generateContainerConfig); an error is its CreateContainerConfigError. */
   private async containerConfig(pod: PodManifest, c: PodContainer, attempt: number, f: PodFields, qos: ReturnType<typeof qosClass>, volumes: PodVolumes, extraMounts: CriMount[]): Promise<object> {
+    if (c.security.runAsNonRoot ?? pod.security.runAsNonRoot) {
+      const img = await this.call<{ image?: { uid?: { value: string } | null; username?: string } | null }>('image', 'ImageStatus', { image: { image: c.image } });
+      const problem = nonRootProblem(pod.security, c.security, { ...(img.image?.uid ? { uid: Number(img.image.uid.value) } : {}), ...(img.image?.username ? { username: img.image.username } : {}) });
+      if (problem) throw new Error(problem);
+    }
     const made = await this.containerSettings(pod, c, volumes, f);
     return {
       metadata: { name: c.name, attempt },
@@ -576,7 +588,10 @@ export class PodManager {
       workingDir: c.workingDir ?? '',
       logPath: `${c.name}/${attempt}.log`,
       labels: { [containerNameLabel]: c.name, [uidLabel]: pod.uid },
-      linux: { resources: linuxResources(c, qos, this.o.memoryCapacityBytes ?? totalmem()) },
+      linux: {
+        resources: linuxResources(c, qos, this.o.memoryCapacityBytes ?? totalmem()),
+        securityContext: { ...criContainerSecurity(pod.security, c.security), namespaceOptions: namespaceOptions(pod) },
+      },
     };
   }
 

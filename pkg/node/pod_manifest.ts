@@ -5,6 +5,7 @@ import { parseAllDocuments } from 'yaml';
 import { invalidArgument } from '../errdefs/errors.js';
 import { type ContainerLifecycleSpec, containerLifecycleSpec, lifecycleContainerFields } from './container_spec.js';
 import { parseQuantity } from './quantity.js';
+import { type ContainerSecurity, containerSecurityOf, type PodSecurity, podSecurityOf } from './security_context.js';
 
 // A Pod manifest (core/v1 Pod, YAML or JSON; a static pod's file or a pod
 // from the kube-apiserver) as the node runs it: the part of the Pod spec this
@@ -113,6 +114,7 @@ export interface PodVolume {
 export interface PodContainer extends ContainerLifecycleSpec {
   name: string;
   image: string;
+  security: ContainerSecurity;
   command: string[];
   args: string[];
   /** A value, or one filled in when the container is made (valueFrom). */
@@ -138,6 +140,11 @@ export interface PodManifest {
   annotations: Record<string, string>;
   restartPolicy: 'Always' | 'OnFailure' | 'Never';
   hostNetwork: boolean;
+  /** The node's IPC namespace; the node's PID namespace; one PID namespace for the pod's containers. */
+  hostIPC: boolean;
+  hostPID: boolean;
+  shareProcessNamespace: boolean;
+  security: PodSecurity;
   hostname?: string;
   terminationGracePeriodSeconds: number;
   /** Run one at a time, in order, each to success, before the containers (sidecars, restartPolicy Always, stay running). */
@@ -163,7 +170,7 @@ const dnsSubdomain = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
 /** The pod spec fields this node reads or may safely pass over; any other is refused by name. */
 const supportedPodFields = new Set([
   // Carried out by the node.
-  'containers', 'initContainers', 'volumes', 'restartPolicy', 'hostNetwork', 'hostname', 'terminationGracePeriodSeconds', 'securityContext',
+  'containers', 'initContainers', 'volumes', 'restartPolicy', 'hostNetwork', 'hostIPC', 'hostPID', 'shareProcessNamespace', 'hostname', 'terminationGracePeriodSeconds', 'securityContext',
   // Scheduling: the scheduler has acted on them before the pod is bound to this node.
   'nodeName', 'nodeSelector', 'affinity', 'tolerations', 'schedulerName', 'priority', 'priorityClassName', 'preemptionPolicy', 'topologySpreadConstraints', 'schedulingGates',
   // The service account: admission has turned it into the kube-api-access projected volume the node mounts.
@@ -174,10 +181,8 @@ const supportedPodFields = new Set([
   // Checked below: only what the node runs anyway.
   'os',
 ]);
-/** Pod securityContext fields the node carries out: none yet; the API server defaults it to {}. */
-const supportedPodSecurityFields = new Set<string>();
 const supportedContainerFields = new Set([
-  'name', 'image', 'command', 'args', 'env', 'envFrom', 'volumeMounts', 'workingDir', 'ports', 'imagePullPolicy', 'resources',
+  'name', 'image', 'command', 'args', 'env', 'envFrom', 'volumeMounts', 'workingDir', 'ports', 'imagePullPolicy', 'resources', 'securityContext',
   // Probes, lifecycle hooks, resources, termination message and the sidecar restartPolicy (container_spec.ts).
   ...lifecycleContainerFields,
 ]);
@@ -247,6 +252,7 @@ function container(c: unknown, i: number, kind: 'containers' | 'initContainers')
     ...(typeof c.workingDir === 'string' && c.workingDir !== '' ? { workingDir: c.workingDir } : {}),
     ports,
     imagePullPolicy: policy as PodContainer['imagePullPolicy'],
+    security: containerSecurityOf(c.securityContext, `${f}.securityContext`),
     ...containerLifecycleSpec(c, f, ports, kind === 'initContainers'),
   };
 }
@@ -511,12 +517,11 @@ export function podFromObject(o: unknown, source: string, text: string): PodMani
   for (const k of Object.keys(spec)) {
     if (!supportedPodFields.has(k)) throw invalidArgument("is not supported by this node yet", { field: `spec.${k}` });
   }
-  if (spec.securityContext !== undefined && spec.securityContext !== null) {
-    if (!isObj(spec.securityContext)) throw invalidArgument('must be an object', { field: 'spec.securityContext' });
-    for (const k of Object.keys(spec.securityContext)) {
-      if (!supportedPodSecurityFields.has(k)) throw invalidArgument('is not supported by this node yet', { field: `spec.securityContext.${k}` });
-    }
+  const security = podSecurityOf(spec.securityContext);
+  for (const k of ['hostIPC', 'hostPID', 'shareProcessNamespace'] as const) {
+    if (spec[k] !== undefined && spec[k] !== null && typeof spec[k] !== 'boolean') throw invalidArgument('must be true or false', { field: `spec.${k}` });
   }
+  if (spec.hostPID === true && spec.shareProcessNamespace === true) throw invalidArgument('cannot be set with hostPID', { field: 'spec.shareProcessNamespace' });
   if (spec.os !== undefined && spec.os !== null && (!isObj(spec.os) || spec.os.name !== 'linux')) throw invalidArgument('this node runs linux pods only', { field: 'spec.os.name' });
   if (!Array.isArray(spec.containers) || spec.containers.length === 0) throw invalidArgument('needs at least one container', { field: 'spec.containers' });
   const containers = spec.containers.map((c, i) => container(c, i, 'containers'));
@@ -585,6 +590,10 @@ export function podFromObject(o: unknown, source: string, text: string): PodMani
     annotations: stringMap(md.annotations, 'metadata.annotations'),
     restartPolicy: restartPolicy as PodManifest['restartPolicy'],
     hostNetwork: spec.hostNetwork === true,
+    hostIPC: spec.hostIPC === true,
+    hostPID: spec.hostPID === true,
+    shareProcessNamespace: spec.shareProcessNamespace === true,
+    security,
     ...(typeof spec.hostname === 'string' ? { hostname: spec.hostname } : {}),
     terminationGracePeriodSeconds: grace as number,
     initContainers,

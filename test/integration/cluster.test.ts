@@ -254,6 +254,58 @@ ${secrets}  containers:
     await kubectl(['delete', 'pod', 'private-with', 'private-without', '--wait=false']);
   });
 
+  it("securityContext: the pod runs as the user and groups it asks for, read-only where it asks; what a rootless node cannot give is refused", async () => {
+    await apply(`apiVersion: v1
+kind: Pod
+metadata: { name: secured }
+spec:
+  terminationGracePeriodSeconds: 1
+  securityContext: { runAsUser: 1000, runAsGroup: 3000, fsGroup: 2000, runAsNonRoot: true }
+  containers:
+    - name: app
+      image: ${busybox}
+      command: ["sh", "-c", "exec sleep 3600"]
+      securityContext: { readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, capabilities: { drop: [ALL] } }
+      volumeMounts: [{ name: scratch, mountPath: /scratch }]
+  volumes: [{ name: scratch, emptyDir: {} }]
+`);
+    await running('secured');
+    const out = await kubectl(['exec', 'secured', '--', 'sh', '-c', 'id -u; id -g; id -G; touch /rootfs-file 2>/dev/null && echo rootfs-writable || echo rootfs-read-only; touch /scratch/f && echo scratch-writable; grep ^NoNewPrivs /proc/self/status; grep ^CapEff /proc/self/status']);
+    const [uid, gid, groups, rootfs, scratch, nnp, capEff] = out.trim().split('\n');
+    assert.equal(uid, '1000');
+    assert.equal(gid, '3000');
+    assert.ok(groups!.split(' ').includes('2000'), `fsGroup among the groups: ${groups}`);
+    assert.equal(rootfs, 'rootfs-read-only');
+    assert.equal(scratch, 'scratch-writable', 'an emptyDir is writable by any user, as kubelet makes it');
+    assert.match(nnp!, /NoNewPrivs:\s+1/);
+    assert.match(capEff!, /CapEff:\s+0+$/);
+    // runAsNonRoot with an image that runs as root: the container is not made, and the status says why.
+    await apply(`apiVersion: v1
+kind: Pod
+metadata: { name: nonroot-refused }
+spec:
+  securityContext: { runAsNonRoot: true }
+  containers: [{ name: app, image: ${busybox}, command: ["sleep", "3600"] }]
+`);
+    const waiting = await eventually('runAsNonRoot refused', async () => {
+      const w = (await pod('nonroot-refused'))?.status.containerStatuses?.[0]?.state.waiting;
+      return w?.reason === 'CreateContainerConfigError' ? w : undefined;
+    }, 60000);
+    assert.match((waiting as { message?: string }).message ?? '', /runAsNonRoot and image will run as root/);
+    await apply(`apiVersion: v1
+kind: Pod
+metadata: { name: privileged-refused }
+spec:
+  containers: [{ name: app, image: ${busybox}, securityContext: { privileged: true } }]
+`);
+    const refused = await eventually('privileged refused', async () => {
+      const p = await pod('privileged-refused');
+      return p?.status.message ? p : undefined;
+    });
+    assert.match(refused.status.message!, /spec\.containers\[0\]\.securityContext\.privileged/);
+    await kubectl(['delete', 'pod', 'secured', 'nonroot-refused', 'privileged-refused', '--wait=false']);
+  });
+
   it('probes: a failing liveness probe restarts the container; readiness follows its probe', async () => {
     await apply(`apiVersion: v1
 kind: Pod

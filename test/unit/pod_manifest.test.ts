@@ -105,7 +105,7 @@ describe('pod manifests', () => {
       assert.throws(() => podFromObject(o, 'api', ''), (e: Error & { field?: string }) => (assert.match(e.field ?? '', field), true));
     };
     refused((o) => Object.assign(o.spec, { runtimeClassName: 'gvisor' }), /^spec\.runtimeClassName$/);
-    refused((o) => Object.assign(o.spec.securityContext, { runAsUser: 1000 }), /^spec\.securityContext\.runAsUser$/);
+    refused((o) => Object.assign(o.spec.securityContext, { windowsOptions: {}, fsGroupChangePolicy: 'Always', seccompProfile: { type: 'Bogus' } }), /^spec\.securityContext\.seccompProfile\.type$/);
     refused((o) => Object.assign(o.spec.containers[0]!, { stdin: true }), /^spec\.containers\[0\]\.stdin$/);
     refused((o) => Object.assign(o.spec, { os: { name: 'windows' } }), /^spec\.os\.name$/);
     refused((o) => (o.spec.volumes[0]!.projected.sources[0] = { clusterTrustBundle: { name: 'x', path: 'b' } } as never), /sources\[0\]\.clusterTrustBundle$/);
