@@ -17,6 +17,7 @@ import { PodConfig } from '../../pkg/node/pod_config.js';
 import { combinedProber, netProber } from '../../pkg/node/prober_net.js';
 import { execProber } from '../../pkg/node/prober_exec.js';
 import { type ClusterObjects, memoryVolumeRoot } from '../../pkg/node/pod_volumes.js';
+import type { ApiClusterObjects } from '../../pkg/node/cluster_objects.js';
 import { StaticPods } from '../../pkg/node/static_pods.js';
 import { agentVersion } from './version.js';
 import { type AgentConfig, pathsOf } from './config.js';
@@ -73,7 +74,7 @@ export async function startNodeHalf(c: AgentConfig, log: Logger, ns: NodeNamespa
 
     let podConfig: PodConfig | undefined;
     // Set once the API client is made, before any pod is synced.
-    let objects: ClusterObjects | undefined;
+    let objects: ApiClusterObjects | undefined;
     const runtimeName = (await call<{ runtimeName: string }>(cri, 'Version', { version: 'v1' }).catch(() => undefined))?.runtimeName || 'usernode';
     // Probes: exec through the CRI; the network kinds from one worker inside the node namespace, where pod IPs are.
     const net = netProber({ enter: (argv) => enterArgv(c.tools.nsenter ?? 'nsenter', ns, argv), log: log.child('prober') });
@@ -103,6 +104,7 @@ export async function startNodeHalf(c: AgentConfig, log: Logger, ns: NodeNamespa
               configMap: (namespace, name) => objects!.configMap(namespace, name),
               secret: (namespace, name) => objects!.secret(namespace, name),
               serviceAccountToken: (namespace, sa, r) => objects!.serviceAccountToken(namespace, sa, r),
+              services: (namespace) => objects!.services(namespace),
             } satisfies ClusterObjects,
           }
         : {}),

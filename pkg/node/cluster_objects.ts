@@ -1,4 +1,5 @@
 import { type KubeApi, plain, statusOf, timely } from './kube_api.js';
+import type { ServiceInfo } from './pod_env.js';
 
 // What a pod's volumes and env read from the API server, with the node's own
 // credentials: the Node authorizer lets a node read only the ConfigMaps and
@@ -9,14 +10,38 @@ export interface ApiClusterObjects {
   configMap(namespace: string, name: string): Promise<{ data: Record<string, string>; binaryData: Record<string, Buffer> } | undefined>;
   secret(namespace: string, name: string): Promise<{ data: Record<string, Buffer> } | undefined>;
   serviceAccountToken(namespace: string, serviceAccount: string, r: { audiences: string[]; expirationSeconds: number; podName: string; podUid: string }): Promise<{ token: string; expiresAt: Date }>;
+  services(namespace: string): Promise<ServiceInfo[]>;
 }
 
 const orUndefined = <T>(p: Promise<T>, what: string): Promise<T | undefined> => timely(p, what).catch((e: unknown) => (statusOf(e) === 404 ? undefined : Promise.reject(e)));
 
 const decode = (m: Record<string, string> | undefined): Record<string, Buffer> => Object.fromEntries(Object.entries(m ?? {}).map(([k, v]) => [k, Buffer.from(v, 'base64')]));
 
+/** How long one cluster-wide service list serves the containers made meanwhile. */
+const servicesMaxAgeMs = 10000;
+
 export function clusterObjects(api: KubeApi): ApiClusterObjects {
+  let services: { at: number; list: Promise<ServiceInfo[]> } | undefined;
+  const allServices = (): Promise<ServiceInfo[]> => {
+    if (!services || Date.now() - services.at > servicesMaxAgeMs) {
+      const list = timely(api.core.listServiceForAllNamespaces({}), 'the service list').then((l) =>
+        plain<{ items: Array<{ metadata: { namespace: string; name: string }; spec?: { clusterIP?: string; ports?: Array<{ name?: string; port: number; protocol?: string }> } }> }>(l).items.map((s) => ({
+          namespace: s.metadata.namespace,
+          name: s.metadata.name,
+          clusterIP: s.spec?.clusterIP ?? '',
+          ports: (s.spec?.ports ?? []).map((p) => ({ name: p.name ?? '', port: p.port, protocol: p.protocol ?? 'TCP' })),
+        })),
+      );
+      services = { at: Date.now(), list };
+      // A failed list is not kept: the next container asks again.
+      list.catch(() => (services = undefined));
+    }
+    return services.list;
+  };
   return {
+    async services(namespace) {
+      return (await allServices()).filter((s) => s.namespace === namespace || (s.namespace === 'default' && s.name === 'kubernetes'));
+    },
     async configMap(namespace, name) {
       const cm = await orUndefined(api.core.readNamespacedConfigMap({ name, namespace }), `configmap ${namespace}/${name}`);
       if (!cm) return undefined;

@@ -14,6 +14,47 @@ import { parseQuantity } from './quantity.js';
 export interface ConfigObjects {
   configMap(namespace: string, name: string): Promise<{ data: Record<string, string>; binaryData: Record<string, Buffer> } | undefined>;
   secret(namespace: string, name: string): Promise<{ data: Record<string, Buffer> } | undefined>;
+  /** Services with a cluster IP: the namespace's, and default/kubernetes (for the service env vars). */
+  services?(namespace: string): Promise<ServiceInfo[]>;
+}
+
+export interface ServiceInfo {
+  namespace: string;
+  name: string;
+  clusterIP: string;
+  ports: Array<{ name: string; port: number; protocol: string }>;
+}
+
+/**
+ * Docker-links-style variables for services, as kubelet gives every
+ * container: FOO_SERVICE_HOST, FOO_SERVICE_PORT[_NAME], FOO_PORT,
+ * FOO_PORT_80_TCP[_PROTO|_PORT|_ADDR]. The API server's own service
+ * (default/kubernetes) always; the pod namespace's only with
+ * enableServiceLinks.
+ */
+export function serviceEnv(services: readonly ServiceInfo[], namespace: string, enableServiceLinks: boolean): Map<string, string> {
+  const out = new Map<string, string>();
+  const chosen = services.filter((s) => s.clusterIP !== '' && s.clusterIP !== 'None' && ((s.namespace === 'default' && s.name === 'kubernetes') || (enableServiceLinks && s.namespace === namespace)));
+  // The pod namespace's services win over the master service of the same name (kubelet's order).
+  chosen.sort((a, b) => Number(a.namespace === namespace) - Number(b.namespace === namespace));
+  for (const s of chosen) {
+    const name = s.name.toUpperCase().replace(/-/g, '_');
+    const host = s.clusterIP.includes(':') ? `[${s.clusterIP}]` : s.clusterIP;
+    out.set(`${name}_SERVICE_HOST`, s.clusterIP);
+    const first = s.ports[0];
+    if (!first) continue;
+    out.set(`${name}_SERVICE_PORT`, String(first.port));
+    for (const p of s.ports) if (p.name) out.set(`${name}_SERVICE_PORT_${p.name.toUpperCase().replace(/-/g, '_')}`, String(p.port));
+    out.set(`${name}_PORT`, `${first.protocol.toLowerCase()}://${host}:${first.port}`);
+    for (const p of s.ports) {
+      const prefix = `${name}_PORT_${p.port}_${p.protocol.toUpperCase()}`;
+      out.set(prefix, `${p.protocol.toLowerCase()}://${host}:${p.port}`);
+      out.set(`${prefix}_PROTO`, p.protocol.toLowerCase());
+      out.set(`${prefix}_PORT`, String(p.port));
+      out.set(`${prefix}_ADDR`, s.clusterIP);
+    }
+  }
+  return out;
 }
 
 export interface PodFields {
@@ -155,6 +196,8 @@ export async function containerEnv(pod: PodManifest, container: PodContainer, f:
     return secrets.get(name);
   };
 
+  // Service variables: under the pod's own, and usable in their $(VAR) expansions.
+  const services = cluster?.services ? serviceEnv(await cluster.services(pod.namespace), pod.namespace, pod.enableServiceLinks) : new Map<string, string>();
   // Insertion order is kept; a later definition of a name replaces its value.
   const vars = new Map<string, string>();
   for (const [j, src] of container.envFrom.entries()) {
@@ -183,7 +226,7 @@ export async function containerEnv(pod: PodManifest, container: PodContainer, f:
     const field = `${at}.env[${j}].valueFrom`;
     const v = e.valueFrom;
     if (!v) {
-      vars.set(e.name, expand(e.value, (n) => vars.get(n)));
+      vars.set(e.name, expand(e.value, (n) => vars.get(n) ?? services.get(n)));
       continue;
     }
     switch (v.kind) {
@@ -212,5 +255,6 @@ export async function containerEnv(pod: PodManifest, container: PodContainer, f:
       }
     }
   }
+  for (const [k, v] of services) if (!vars.has(k)) vars.set(k, v);
   return [...vars].map(([key, value]) => ({ key, value }));
 }

@@ -145,6 +145,8 @@ export interface PodManifest {
   hostPID: boolean;
   shareProcessNamespace: boolean;
   security: PodSecurity;
+  /** The pod namespace's services as env vars (default true, as the API server defaults it). */
+  enableServiceLinks: boolean;
   hostname?: string;
   terminationGracePeriodSeconds: number;
   /** Run one at a time, in order, each to success, before the containers (sidecars, restartPolicy Always, stay running). */
@@ -594,6 +596,7 @@ export function podFromObject(o: unknown, source: string, text: string): PodMani
     hostPID: spec.hostPID === true,
     shareProcessNamespace: spec.shareProcessNamespace === true,
     security,
+    enableServiceLinks: spec.enableServiceLinks !== false,
     ...(typeof spec.hostname === 'string' ? { hostname: spec.hostname } : {}),
     terminationGracePeriodSeconds: grace as number,
     initContainers,

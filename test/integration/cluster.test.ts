@@ -292,18 +292,51 @@ spec:
       return w?.reason === 'CreateContainerConfigError' ? w : undefined;
     }, 60000);
     assert.match((waiting as { message?: string }).message ?? '', /runAsNonRoot and image will run as root/);
+    // A Localhost AppArmor profile: the API server takes it; a rootless node cannot load one. (A privileged
+    // container the API server itself refuses without --allow-privileged; the node refuses it too, unit-tested.)
     await apply(`apiVersion: v1
 kind: Pod
-metadata: { name: privileged-refused }
+metadata: { name: apparmor-refused }
 spec:
-  containers: [{ name: app, image: ${busybox}, securityContext: { privileged: true } }]
+  containers: [{ name: app, image: ${busybox}, securityContext: { appArmorProfile: { type: Localhost, localhostProfile: my-profile } } }]
 `);
-    const refused = await eventually('privileged refused', async () => {
-      const p = await pod('privileged-refused');
+    const refused = await eventually('the AppArmor profile refused', async () => {
+      const p = await pod('apparmor-refused');
       return p?.status.message ? p : undefined;
     });
-    assert.match(refused.status.message!, /spec\.containers\[0\]\.securityContext\.privileged/);
-    await kubectl(['delete', 'pod', 'secured', 'nonroot-refused', 'privileged-refused', '--wait=false']);
+    assert.match(refused.status.message!, /spec\.containers\[0\]\.securityContext\.appArmorProfile\.type/);
+    assert.equal(refused.status.phase, 'Failed');
+    await kubectl(['delete', 'pod', 'secured', 'nonroot-refused', 'apparmor-refused', '--wait=false']);
+  });
+
+  it('service env vars: KUBERNETES_SERVICE_HOST and the namespace\'s services, as kubelet gives them', async () => {
+    await apply(`apiVersion: v1
+kind: Service
+metadata: { name: web-svc }
+spec:
+  selector: { app: web3 }
+  ports: [{ name: http, port: 8080, protocol: TCP }]
+`);
+    const svc = JSON.parse(await kubectl(['get', 'service', 'web-svc', '-o', 'json'])) as { spec: { clusterIP: string } };
+    await apply(`apiVersion: v1
+kind: Pod
+metadata: { name: service-env }
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+    - name: app
+      image: ${busybox}
+      command: ["sh", "-c", "exec sleep 3600"]
+      env: [{ name: WEB, value: "$(WEB_SVC_SERVICE_HOST):$(WEB_SVC_SERVICE_PORT_HTTP)" }]
+`);
+    await running('service-env');
+    const env = await kubectl(['exec', 'service-env', '--', 'env']);
+    const kubernetes = JSON.parse(await kubectl(['get', 'service', 'kubernetes', '-n', 'default', '-o', 'json'])) as { spec: { clusterIP: string } };
+    assert.match(env, new RegExp(`^KUBERNETES_SERVICE_HOST=${kubernetes.spec.clusterIP.replace(/\./g, '\\.')}$`, 'm'));
+    assert.match(env, /^KUBERNETES_SERVICE_PORT=443$/m);
+    assert.match(env, new RegExp(`^WEB_SVC_PORT_8080_TCP=tcp://${svc.spec.clusterIP.replace(/\./g, '\\.')}:8080$`, 'm'));
+    assert.match(env, new RegExp(`^WEB=${svc.spec.clusterIP.replace(/\./g, '\\.')}:8080$`, 'm'), 'service vars expand in $(VAR)');
+    await kubectl(['delete', 'pod', 'service-env', '--wait=false']);
   });
 
   it('probes: a failing liveness probe restarts the container; readiness follows its probe', async () => {
