@@ -104,3 +104,24 @@ describe('container env', () => {
     assert.equal(expand('$(A)$(B)', (n) => ({ A: '1', B: '2' })[n]), '12');
   });
 });
+
+describe('service env vars', () => {
+  const services = [
+    { namespace: 'default', name: 'kubernetes', clusterIP: '10.96.0.1', ports: [{ name: 'https', port: 443, protocol: 'TCP' }] },
+    { namespace: 'shop', name: 'web-svc', clusterIP: '10.96.0.7', ports: [{ name: 'http', port: 8080, protocol: 'TCP' }, { name: 'dns', port: 53, protocol: 'UDP' }] },
+    { namespace: 'shop', name: 'headless', clusterIP: 'None', ports: [{ name: '', port: 80, protocol: 'TCP' }] },
+  ];
+  test("the master service always, the namespace's with enableServiceLinks, headless ones never", async () => {
+    const { serviceEnv } = await import('../../pkg/node/pod_env.js');
+    const on = serviceEnv(services, 'shop', true);
+    assert.equal(on.get('KUBERNETES_SERVICE_HOST'), '10.96.0.1');
+    assert.equal(on.get('KUBERNETES_PORT'), 'tcp://10.96.0.1:443');
+    assert.equal(on.get('WEB_SVC_SERVICE_PORT'), '8080');
+    assert.equal(on.get('WEB_SVC_SERVICE_PORT_DNS'), '53');
+    assert.equal(on.get('WEB_SVC_PORT_53_UDP_PROTO'), 'udp');
+    assert.equal(on.get('WEB_SVC_PORT_8080_TCP_ADDR'), '10.96.0.7');
+    assert.ok(![...on.keys()].some((k) => k.startsWith('HEADLESS')));
+    const off = serviceEnv(services, 'shop', false);
+    assert.deepEqual([...off.keys()].filter((k) => !k.startsWith('KUBERNETES_')), []);
+  });
+});
