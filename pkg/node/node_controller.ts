@@ -108,8 +108,27 @@ export class NodeController {
     return buildNode(facts, { ...this.o.node, runtimeReady });
   }
 
+  /**
+   * node-role.kubernetes.io/* labels: NodeRestriction does not let a node set
+   * them on itself (only an admin may), so they are not part of the
+   * registration; they are tried once after it, and a refusal says what the
+   * admin runs instead.
+   */
+  private async roleLabels(): Promise<void> {
+    const roles = Object.fromEntries(Object.entries(this.o.node.labels).filter(([k]) => k.startsWith('node-role.kubernetes.io/')));
+    if (Object.keys(roles).length === 0) return;
+    try {
+      await this.o.api.core.patchNode({ name: this.name, body: { metadata: { labels: roles } } }, strategicMerge());
+    } catch (e: unknown) {
+      const labels = Object.entries(roles).map(([k, v]) => `${k}=${v}`).join(' ');
+      this.o.log.warn('the API server does not let the node set its role labels (NodeRestriction); a cluster admin can', { node: this.name, run: `kubectl label node ${this.name} ${labels}`, error: messageOf(e) });
+    }
+  }
+
   private async register(): Promise<void> {
     const node = await this.nodeObject();
+    const md0 = node.metadata as { labels: Record<string, string> };
+    md0.labels = Object.fromEntries(Object.entries(md0.labels).filter(([k]) => !k.startsWith('node-role.kubernetes.io/')));
     const status = this.stamp(node.status as Json);
     try {
       const created = (await this.o.api.core.createNode({ body: { ...node, status } })) as { metadata?: { uid?: string } };
@@ -127,6 +146,7 @@ export class NodeController {
     }
     // The status the create carried is dropped by the API server (status is a subresource).
     await this.sendStatus(node.status as Json);
+    await this.roleLabels();
   }
 
   /** Heartbeat and transition times on the conditions: a transition time changes only with the status. */

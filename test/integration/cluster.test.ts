@@ -72,7 +72,7 @@ describe('usernode in a cluster (real control plane, kubectl)', () => {
       `apiVersion: v1\nkind: Pod\nmetadata: { name: static-web, namespace: default, labels: { app: static-web } }\nspec:\n  containers:\n    - name: web\n      image: ${busybox}\n      command: ["sh", "-c", "echo static up; exec sleep 3600"]\n`,
     );
     const kubeconfig = await cp.nodeKubeconfig(nodeName);
-    agent = node.start(['--kubeconfig', kubeconfig, '--node-name', nodeName, '--node-ip', '127.0.0.1', '--kubelet-address', `127.0.0.1:${kubeletPort}`, '--node-labels', 'usernode.io/test=yes']);
+    agent = node.start(['--kubeconfig', kubeconfig, '--node-name', nodeName, '--node-ip', '127.0.0.1', '--kubelet-address', `127.0.0.1:${kubeletPort}`, '--node-labels', 'usernode.io/test=yes,node-role.kubernetes.io/worker=']);
     await agent.ready();
   });
 
@@ -103,6 +103,9 @@ describe('usernode in a cluster (real control plane, kubectl)', () => {
     assert.deepEqual(n.status.addresses.find((a) => a.type === 'InternalIP')?.address, '127.0.0.1');
     assert.equal(n.status.daemonEndpoints.kubeletEndpoint.Port, kubeletPort);
     for (const t of ['MemoryPressure', 'DiskPressure', 'PIDPressure']) assert.equal(n.status.conditions.find((c) => c.type === t)?.status, 'False', t);
+    // A role label is an admin's to set (NodeRestriction): the node says so and registers without it.
+    assert.equal(n.metadata.labels['node-role.kubernetes.io/worker'], undefined);
+    assert.match(await eventually('the role label warning', async () => (agent.log.includes('kubectl label node') ? agent.log : undefined)), new RegExp(`kubectl label node ${nodeName} node-role.kubernetes.io/worker=`));
     const table = await kubectl(['get', 'nodes']);
     assert.match(table, new RegExp(`^${nodeName}\\s+Ready\\s`, 'm'));
   });
