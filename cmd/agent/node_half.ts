@@ -162,6 +162,8 @@ export async function startNodeHalf(c: AgentConfig, log: Logger, ns: NodeNamespa
       const { PodStatusWriter } = await import('../../pkg/node/pod_status_writer.js');
       const { EventRecorder } = await import('../../pkg/node/event_recorder.js');
       objects = (await import('../../pkg/node/cluster_objects.js')).clusterObjects(api);
+      const made = objects;
+      cleanup.push(() => made.close());
       const versionInfo = await call<{ runtimeName: string; runtimeVersion: string }>(cri, 'Version', { version: 'v1' });
       const nodes = new NodeController({
         api,

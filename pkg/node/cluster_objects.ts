@@ -1,3 +1,5 @@
+import { ListWatch, type V1Service, Watch } from '@kubernetes/client-node';
+
 import { type KubeApi, plain, statusOf, timely } from './kube_api.js';
 import type { ServiceInfo } from './pod_env.js';
 
@@ -11,36 +13,53 @@ export interface ApiClusterObjects {
   secret(namespace: string, name: string): Promise<{ data: Record<string, Buffer> } | undefined>;
   serviceAccountToken(namespace: string, serviceAccount: string, r: { audiences: string[]; expirationSeconds: number; podName: string; podUid: string }): Promise<{ token: string; expiresAt: Date }>;
   services(namespace: string): Promise<ServiceInfo[]>;
+  /** Ends the service watch. */
+  close(): Promise<void>;
 }
 
 const orUndefined = <T>(p: Promise<T>, what: string): Promise<T | undefined> => timely(p, what).catch((e: unknown) => (statusOf(e) === 404 ? undefined : Promise.reject(e)));
 
 const decode = (m: Record<string, string> | undefined): Record<string, Buffer> => Object.fromEntries(Object.entries(m ?? {}).map(([k, v]) => [k, Buffer.from(v, 'base64')]));
 
-/** How long one cluster-wide service list serves the containers made meanwhile. */
-const servicesMaxAgeMs = 10000;
-
 export function clusterObjects(api: KubeApi): ApiClusterObjects {
-  let services: { at: number; list: Promise<ServiceInfo[]> } | undefined;
-  const allServices = (): Promise<ServiceInfo[]> => {
-    if (!services || Date.now() - services.at > servicesMaxAgeMs) {
-      const list = timely(api.core.listServiceForAllNamespaces({}), 'the service list').then((l) =>
-        plain<{ items: Array<{ metadata: { namespace: string; name: string }; spec?: { clusterIP?: string; ports?: Array<{ name?: string; port: number; protocol?: string }> } }> }>(l).items.map((s) => ({
-          namespace: s.metadata.namespace,
-          name: s.metadata.name,
-          clusterIP: s.spec?.clusterIP ?? '',
-          ports: (s.spec?.ports ?? []).map((p) => ({ name: p.name ?? '', port: p.port, protocol: p.protocol ?? 'TCP' })),
-        })),
-      );
-      services = { at: Date.now(), list };
-      // A failed list is not kept: the next container asks again.
-      list.catch(() => (services = undefined));
-    }
-    return services.list;
+  // Services by a list-and-watch started on first use, as kubelet's service
+  // informer: a service made a moment before a pod is in that pod's env.
+  let services: { lw: ListWatch<V1Service>; listed: Promise<void> } | undefined;
+  let closed = false;
+  const watchServices = (): { lw: ListWatch<V1Service>; listed: Promise<void> } => {
+    if (services) return services;
+    const lw = new ListWatch<V1Service>('/api/v1/services', new Watch(api.kc), () => api.core.listServiceForAllNamespaces({}), false);
+    let failures = 0;
+    lw.on('error', () => {
+      if (closed) return;
+      // Resumed from the last resource version after a back-off; a 410 relists (the client's own rule).
+      const t = setTimeout(() => void lw.start().catch(() => undefined), Math.min(500 * 2 ** failures++, 30000));
+      t.unref();
+    });
+    lw.on('connect', () => (failures = 0));
+    services = { lw, listed: lw.start() };
+    return services;
+  };
+  const serviceInfo = (o: V1Service): ServiceInfo => {
+    const s = plain<{ metadata: { namespace: string; name: string }; spec?: { clusterIP?: string; ports?: Array<{ name?: string; port: number; protocol?: string }> } }>(o);
+    return {
+      namespace: s.metadata.namespace,
+      name: s.metadata.name,
+      clusterIP: s.spec?.clusterIP ?? '',
+      ports: (s.spec?.ports ?? []).map((p) => ({ name: p.name ?? '', port: p.port, protocol: p.protocol ?? 'TCP' })),
+    };
   };
   return {
+    async close() {
+      closed = true;
+      await services?.lw.stop();
+    },
     async services(namespace) {
-      return (await allServices()).filter((s) => s.namespace === namespace || (s.namespace === 'default' && s.name === 'kubernetes'));
+      const w = watchServices();
+      await timely(w.listed, 'the service list');
+      // kubelet's own words: a container is not made with half its environment.
+      if (w.lw.latestResourceVersion() === '') throw new Error('services have not yet been read at least once, cannot construct envvars');
+      return [...w.lw.list(namespace), ...(namespace === 'default' ? [] : w.lw.list('default').filter((x) => x.metadata?.name === 'kubernetes'))].map(serviceInfo);
     },
     async configMap(namespace, name) {
       const cm = await orUndefined(api.core.readNamespacedConfigMap({ name, namespace }), `configmap ${namespace}/${name}`);
