@@ -378,6 +378,37 @@ spec:
     assert.match(events, /"reason": "Killing"/);
   });
 
+  it('network probes from the node: httpGet readiness on the pod IP, tcpSocket liveness holding', async () => {
+    await apply(`apiVersion: v1
+kind: Pod
+metadata: { name: http-probed }
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+    - name: web
+      image: ${busybox}
+      command: ["sh", "-c", "mkdir -p /www && exec httpd -f -p 8080 -h /www"]
+      ports: [{ name: http, containerPort: 8080 }]
+      readinessProbe: { httpGet: { path: /ready.html, port: http }, periodSeconds: 1 }
+      livenessProbe: { tcpSocket: { port: 8080 }, periodSeconds: 1, failureThreshold: 2 }
+`);
+    const p = await eventually('http-probed running', async () => {
+      const x = await pod('http-probed');
+      return x?.status.containerStatuses?.[0]?.state.running ? x : undefined;
+    }, 60000);
+    await sleep(3000);
+    const before = (await pod('http-probed'))!.status.containerStatuses![0]!;
+    assert.equal(before.ready, false, 'a 404 is not ready');
+    await kubectl(['exec', 'http-probed', '--', 'sh', '-c', 'echo ok > /www/ready.html']);
+    const ready = await eventually('ready by its httpGet probe', async () => {
+      const c = (await pod('http-probed'))?.status.containerStatuses?.[0];
+      return c?.ready ? c : undefined;
+    }, 30000);
+    assert.equal(ready.restartCount, 0, 'the tcpSocket liveness probe finds the port open');
+    assert.ok(p.status.podIP);
+    await kubectl(['delete', 'pod', 'http-probed', '--wait=false']);
+  });
+
   it('kubectl delete pod: stopped within its grace period, then gone from the API server and the node', async () => {
     const t0 = Date.now();
     await kubectl(['delete', 'pod', 'volumes', '--wait=true', '--timeout=60s']);
