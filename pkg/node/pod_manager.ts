@@ -13,7 +13,7 @@ import { linuxResources, qosClass, sandboxResources } from './pod_resources.js';
 import { pullAuthsFor } from './pull_secrets.js';
 import { criContainerSecurity, criSandboxSecurity, nonRootProblem } from './security_context.js';
 import { apiTime, type ContainerStateJson, type ContainerStatusJson, podConditions, type PodConditionJson, podPhase, type PodStatus } from './pod_status.js';
-import { type Prober, proberByKind } from './prober.js';
+import { type Prober, proberByKind, type ProbeResult } from './prober.js';
 import { execProber } from './prober_exec.js';
 
 // The node half's pod worker, as kubelet drives a CRI runtime: for every pod
@@ -769,10 +769,17 @@ export class PodManager {
 
   private async runProbe(st: PodState, c: PodContainer, cs: ContainerState, kind: ProbeKind, spec: Probe, ps: ProbeState): Promise<void> {
     const id = cs.probedId;
-    const r = await this.prober
-      .run(spec.handler, { containerId: id, podIP: st.podIPs[0] ?? '', timeoutMs: spec.timeoutSeconds * 1000 })
-      .catch((e: unknown) => ({ result: 'failure' as const, output: (e as Error).message }));
+    let r: ProbeResult;
+    try {
+      r = await this.prober.run(spec.handler, { containerId: id, podIP: st.podIPs[0] ?? '', timeoutMs: spec.timeoutSeconds * 1000 });
+    } catch (e: unknown) {
+      // The prober could not probe (kubelet's probe error): no result, so no count towards a restart.
+      ps.nextAt = this.now() + spec.periodSeconds * 1000;
+      this.o.log.warn('a probe could not be made; it is tried again next period', { pod: `${st.pod.namespace}/${st.pod.name}`, container: c.name, probe: kind, error: (e as Error).message });
+      return;
+    }
     ps.nextAt = this.now() + spec.periodSeconds * 1000;
+    if (r.warning) this.event(st.pod, { type: 'Warning', reason: 'ProbeWarning', message: `${kind === 'startup' ? 'Startup' : kind === 'liveness' ? 'Liveness' : 'Readiness'} probe warning: ${r.output}`, container: c.name });
     // The container changed meanwhile: the result is of one gone.
     if (cs.probedId !== id || cs.probes[kind] !== ps) return;
     const pod = st.pod;

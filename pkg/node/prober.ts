@@ -25,11 +25,21 @@ export interface ProbeResult {
   result: 'success' | 'failure';
   /** What the handler said (exec's output, the HTTP status, the dial error): it goes into the Unhealthy event. */
   output: string;
+  /**
+   * kubelet's probe.Warning: an httpGet that ended on a redirect it did not
+   * follow (another host). It counts as success; kubelet adds a ProbeWarning Event.
+   */
+  warning?: boolean;
 }
 
 export interface Prober {
-  /** Never rejects for a failed check: a timeout or an error is a 'failure' with the reason as output. */
+  /**
+   * A failed check (a timeout, an error status, a refused dial) resolves as
+   * 'failure' with the reason as output; a rejection means the prober itself
+   * could not probe (its worker gone, the runtime away), which is no result.
+   */
   run(p: ProbeSpec, t: ProbeTarget): Promise<ProbeResult>;
+  close?(): Promise<void>;
 }
 
 /** Which registered prober handles which kind: the entry point chooses, the worker only sees one Prober. */

@@ -20,41 +20,11 @@ import type { Logger } from '../log/logger.js';
 // gone, runtime unreachable) — kubelet's probe error, whose result the pod
 // worker throws away instead of counting it as a failure.
 
-// Kept in step with pkg/node/prober.ts (the pod worker's probe scheduling,
-// written alongside): when both are on main these become imports from there.
-export interface HttpHeader {
-  name: string;
-  value: string;
-}
+import type { Prober, ProbeResult, ProbeSpec, ProbeTarget } from './prober.js';
 
-export type ProbeSpec =
-  | { kind: 'exec'; command: string[] }
-  | { kind: 'httpGet'; path: string; port: number; host?: string; scheme: 'HTTP' | 'HTTPS'; httpHeaders: HttpHeader[] }
-  | { kind: 'tcpSocket'; host?: string; port: number }
-  | { kind: 'grpc'; port: number; service?: string };
+export type { HttpHeader, Prober, ProbeResult, ProbeSpec, ProbeTarget } from './prober.js';
 
 export type NetProbeSpec = Exclude<ProbeSpec, { kind: 'exec' }>;
-
-export interface ProbeTarget {
-  containerId: string;
-  podIP: string;
-  timeoutMs: number;
-}
-
-export interface ProbeResult {
-  result: 'success' | 'failure';
-  output: string;
-  /**
-   * kubelet's probe.Warning: an httpGet that ended on a redirect it did not
-   * follow (another host). It counts as success; kubelet adds a ProbeWarning Event.
-   */
-  warning?: boolean;
-}
-
-export interface Prober {
-  run(p: ProbeSpec, t: ProbeTarget): Promise<ProbeResult>;
-  close?(): Promise<void>;
-}
 
 /** One line on the probe worker's stdin. */
 export interface ProbeRequest {
