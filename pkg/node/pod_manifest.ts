@@ -182,6 +182,10 @@ const supportedPodFields = new Set([
   'dnsPolicy', 'enableServiceLinks',
   // Checked below: only what the node runs anyway.
   'os',
+  // Added by `kubectl debug` to a running pod: not run by this node yet, and no reason to fail the pod it was added to.
+  'ephemeralContainers',
+  // Conditions other controllers set on the pod; the node reports its own.
+  'readinessGates',
 ]);
 const supportedContainerFields = new Set([
   'name', 'image', 'command', 'args', 'env', 'envFrom', 'volumeMounts', 'workingDir', 'ports', 'imagePullPolicy', 'resources', 'securityContext',

@@ -42,7 +42,7 @@ describe('pod manifests', () => {
     fails(pod('  containers:\n    - name: x\n'), /spec\.containers\[0\]\.image/);
     fails(pod('  containers: []\n'), /spec\.containers$/);
     fails(pod('  containers:\n    - { name: c, image: b, ports: [{ containerPort: 70000 }] }\n'), /spec\.containers\[0\]\.ports\[0\]\.containerPort/);
-    fails(pod('  ephemeralContainers: [{ name: v, image: b }]\n  containers:\n    - { name: c, image: b }\n'), /spec\.ephemeralContainers/);
+    fails(pod('  hostAliases: [{ ip: 10.0.0.1, hostnames: [db] }]\n  containers:\n    - { name: c, image: b }\n'), /spec\.hostAliases/);
     fails(pod('  containers:\n    - { name: c, image: b, livenessProbe: {} }\n'), /spec\.containers\[0\]\.livenessProbe/);
     fails(pod('  restartPolicy: Sometimes\n  containers:\n    - { name: c, image: b }\n'), /spec\.restartPolicy/);
     fails(pod('  containers:\n    - { name: c, image: b }\n    - { name: c, image: b }\n'), /spec\.containers\[1\]\.name/);
