@@ -61,6 +61,9 @@ export interface ClusterConfig {
   tlsCertFile: string | undefined;
   tlsKeyFile: string | undefined;
   anonymousAuth: boolean;
+  /** kubelet's clusterDNS (the cluster DNS service IPs) and clusterDomain, for ClusterFirst pods. */
+  clusterDNS: string[];
+  clusterDomain: string;
 }
 
 /** Derived paths, so every subcommand agrees on them. */
@@ -121,12 +124,14 @@ export interface ConfigFlags {
   nodeLabels?: string | undefined;
   registerWithTaints?: string | undefined;
   kubeletAddress?: string | undefined;
+  clusterDns?: string | undefined;
+  clusterDomain?: string | undefined;
 }
 
 /** Tools the agent uses but `run` does not require: features that need one say so when it is missing. */
 const helperTools = ['sleep', 'mount', 'umount', 'mknod', 'mkfifo', 'setfattr', 'cp', 'unshare', 'socat', 'script', 'stty'] as const;
 const toolKeys = ['rootlesskit', 'slirp4netns', 'newuidmap', 'newgidmap', 'runc', 'conmon', 'catatonit', 'nsenter', 'iptables', ...helperTools] as const;
-const clusterKeys = ['kubeconfig', 'nodeName', 'nodeIP', 'nodeLabels', 'registerWithTaints', 'maxPods', 'kubeletAddress', 'clientCAFile', 'tlsCertFile', 'tlsKeyFile', 'anonymousAuth'] as const;
+const clusterKeys = ['kubeconfig', 'nodeName', 'nodeIP', 'nodeLabels', 'registerWithTaints', 'maxPods', 'kubeletAddress', 'clientCAFile', 'tlsCertFile', 'tlsKeyFile', 'anonymousAuth', 'clusterDNS', 'clusterDomain'] as const;
 const topKeys = ['criSocket', 'dataDir', 'runtimeDir', 'logLevel', 'network', 'tools', 'registries', 'snapshotter', 'metricsAddress', 'streamingAddress', 'staticPodPath', ...clusterKeys] as const;
 const networkKeys = ['mtu', 'podCIDR', 'bridge'] as const;
 
@@ -280,6 +285,11 @@ function clusterOf(t: Table, flags: ConfigFlags, where: string): ClusterConfig {
   };
   if ((t.tlsCertFile === undefined) !== (t.tlsKeyFile === undefined)) throw bad('tlsCertFile and tlsKeyFile go together', { field: `${where}: tlsCertFile` });
   if (t.anonymousAuth !== undefined && typeof t.anonymousAuth !== 'boolean') throw bad('must be true or false', { field: `${where}: anonymousAuth` });
+  const dnsField = field('clusterDNS', 'clusterDns');
+  const clusterDNS = flags.clusterDns !== undefined ? flags.clusterDns.split(',').filter(Boolean) : (t.clusterDNS ?? []);
+  if (!Array.isArray(clusterDNS) || clusterDNS.some((a) => typeof a !== 'string' || isIP(a) === 0)) throw bad('must be a list of IP addresses', { field: dnsField });
+  const clusterDomain = (flags.clusterDomain ?? str(t, 'clusterDomain', where) ?? 'cluster.local').replace(/\.$/, '');
+  if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/.test(clusterDomain)) throw bad(`must be a DNS domain, got ${JSON.stringify(clusterDomain)}`, { field: field('clusterDomain', 'clusterDomain') });
   return {
     kubeconfig,
     nodeName,
@@ -292,6 +302,8 @@ function clusterOf(t: Table, flags: ConfigFlags, where: string): ClusterConfig {
     tlsCertFile: path('tlsCertFile'),
     tlsKeyFile: path('tlsKeyFile'),
     anonymousAuth: t.anonymousAuth === true,
+    clusterDNS: clusterDNS as string[],
+    clusterDomain,
   };
 }
 

@@ -31,6 +31,8 @@ flags (run only), joining a cluster:
   --node-labels K=V[,K=V]      labels for the Node
   --register-with-taints K[=V]:EFFECT[,...]  taints for the Node
   --kubelet-address HOST:PORT  the kubelet API (TLS; default 0.0.0.0:10250 with --kubeconfig)
+  --cluster-dns IP[,IP]        the cluster DNS service for ClusterFirst pods (kubelet's --cluster-dns)
+  --cluster-domain DOMAIN      the cluster's DNS domain (default cluster.local)
   -h, --help           this help
 `;
 
@@ -81,6 +83,8 @@ async function main(argv: string[]): Promise<number> {
           'node-labels': { type: 'string' },
           'register-with-taints': { type: 'string' },
           'kubelet-address': { type: 'string' },
+          'cluster-dns': { type: 'string' },
+          'cluster-domain': { type: 'string' },
         }
       : command === 'image'
         ? { ...commonOptions, name: { type: 'string' } }
@@ -103,6 +107,8 @@ async function main(argv: string[]): Promise<number> {
     nodeLabels: values['node-labels'] as string | undefined,
     registerWithTaints: values['register-with-taints'] as string | undefined,
     kubeletAddress: values['kubelet-address'] as string | undefined,
+    clusterDns: values['cluster-dns'] as string | undefined,
+    clusterDomain: values['cluster-domain'] as string | undefined,
   });
   switch (command) {
     case 'run':

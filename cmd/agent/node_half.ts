@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import type { Registry } from 'prom-client';
@@ -14,6 +15,7 @@ import { gatherHostFacts } from '../../pkg/node/host_facts.js';
 import type { HostFacts } from '../../pkg/node/node_object.js';
 import { PodManager } from '../../pkg/node/pod_manager.js';
 import { PodConfig } from '../../pkg/node/pod_config.js';
+import { parseResolvConf } from '../../pkg/node/pod_dns.js';
 import { combinedProber, netProber } from '../../pkg/node/prober_net.js';
 import { execProber } from '../../pkg/node/prober_exec.js';
 import { type ClusterObjects, memoryVolumeRoot } from '../../pkg/node/pod_volumes.js';
@@ -86,6 +88,7 @@ export async function startNodeHalf(c: AgentConfig, log: Logger, ns: NodeNamespa
     const pods = new PodManager({
       cri,
       log: podLog,
+      dns: { clusterDNS: c.cluster.clusterDNS, clusterDomain: c.cluster.clusterDomain, host: parseResolvConf(await readFile('/etc/resolv.conf', 'utf8').catch(() => '')) },
       logRoot: p.podLogsDir,
       podsDir,
       nodeName,

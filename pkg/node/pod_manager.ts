@@ -10,6 +10,7 @@ import { containerEnv, expandCommand, type NodeAllocatable, type PodFields } fro
 import type { PodContainer, PodManifest } from './pod_manifest.js';
 import { type ClusterObjects, type CriMount, podsWithVolumes, type PodVolumes, setUpPodVolumes, tearDownPodVolumes } from './pod_volumes.js';
 import { linuxResources, qosClass, sandboxResources } from './pod_resources.js';
+import { type NodeDns, sandboxDns } from './pod_dns.js';
 import { pullAuthsFor } from './pull_secrets.js';
 import { criContainerSecurity, criSandboxSecurity, nonRootProblem } from './security_context.js';
 import { apiTime, type ContainerStateJson, type ContainerStatusJson, podConditions, type PodConditionJson, podPhase, type PodStatus } from './pod_status.js';
@@ -172,6 +173,8 @@ export interface PodManagerOptions {
   asNodeRoot?: (argv: string[]) => string[];
   /** Volume content (configMaps, secrets, tokens) is refreshed at most this often (default 10 s). */
   volumeSyncMs?: number;
+  /** Cluster DNS and the node's resolv.conf, for the pods' DNS (kubelet's clusterDNS, clusterDomain). */
+  dns?: NodeDns;
   /** Every CRI call the worker makes, when it ends (kubelet's runtime operation metrics). */
   onCriCall?: (method: string, seconds: number, ok: boolean) => void;
   /** A pod first reached Running; firstSeenMs is when the worker first had it (kubelet_pod_start_duration_seconds). */
@@ -369,11 +372,13 @@ export class PodManager {
 
   private sandboxConfig(pod: PodManifest, attempt: number): object {
     const sandbox = criSandboxSecurity(pod.security);
+    const dns = sandboxDns(pod, this.o.dns ?? { clusterDNS: [], clusterDomain: 'cluster.local', host: { servers: [], searches: [], options: [] } });
     const ports = pod.containers.flatMap((c) => c.ports.filter((p) => p.hostPort !== undefined));
     return {
       metadata: { name: pod.name, namespace: pod.namespace, uid: pod.uid, attempt },
       hostname: pod.hostname ?? pod.name,
       logDirectory: this.logDirectory(pod),
+      ...(dns.config ? { dnsConfig: dns.config } : {}),
       portMappings: ports.map((p) => ({ protocol: p.protocol, containerPort: p.containerPort, hostPort: p.hostPort, hostIp: p.hostIP ?? '' })),
       labels: { ...pod.labels, 'io.kubernetes.pod.name': pod.name, 'io.kubernetes.pod.namespace': pod.namespace, [uidLabel]: pod.uid, [managedLabel]: 'true' },
       annotations: pod.annotations,
@@ -435,6 +440,8 @@ export class PodManager {
     const sandboxConfig = this.sandboxConfig(pod, st.attempt);
     if (st.sandboxId === '') {
       st.sandboxReady = false;
+      const dnsWarning = sandboxDns(pod, this.o.dns ?? { clusterDNS: [], clusterDomain: 'cluster.local', host: { servers: [], searches: [], options: [] } }).warning;
+      if (dnsWarning && this.o.dns) this.event(pod, { type: 'Warning', reason: 'MissingClusterDNS', message: `pod: "${pod.name}_${pod.namespace}(${pod.uid})". ${dnsWarning}` });
       const r = await this.call<{ podSandboxId: string }>('runtime', 'RunPodSandbox', { config: sandboxConfig }).catch((e: unknown) => {
         this.event(pod, { type: 'Warning', reason: 'FailedCreatePodSandBox', message: `Failed to create pod sandbox: ${(e as Error).message}` });
         throw e;

@@ -4,6 +4,7 @@ import { parseAllDocuments } from 'yaml';
 
 import { invalidArgument } from '../errdefs/errors.js';
 import { type ContainerLifecycleSpec, containerLifecycleSpec, lifecycleContainerFields } from './container_spec.js';
+import { type DnsPolicy, dnsConfigOf, dnsPolicyOf, type PodDnsConfig } from './pod_dns.js';
 import { parseQuantity } from './quantity.js';
 import { type ContainerSecurity, containerSecurityOf, type PodSecurity, podSecurityOf } from './security_context.js';
 
@@ -147,6 +148,8 @@ export interface PodManifest {
   security: PodSecurity;
   /** The pod namespace's services as env vars (default true, as the API server defaults it). */
   enableServiceLinks: boolean;
+  dnsPolicy: DnsPolicy;
+  dnsConfig?: PodDnsConfig;
   hostname?: string;
   terminationGracePeriodSeconds: number;
   /** Run one at a time, in order, each to success, before the containers (sidecars, restartPolicy Always, stay running). */
@@ -177,9 +180,8 @@ const supportedPodFields = new Set([
   'nodeName', 'nodeSelector', 'affinity', 'tolerations', 'schedulerName', 'priority', 'priorityClassName', 'preemptionPolicy', 'topologySpreadConstraints', 'schedulingGates',
   // The service account: admission has turned it into the kube-api-access projected volume the node mounts.
   'serviceAccountName', 'serviceAccount', 'automountServiceAccountToken', 'imagePullSecrets',
-  // Defaulted on every API pod: ClusterFirst DNS is the node's resolv.conf until the node is told a cluster DNS
-  // address; service links (the *_SERVICE_HOST env vars) are not injected yet, and the pod still runs.
-  'dnsPolicy', 'enableServiceLinks',
+  // DNS (pod_dns.ts) and the service env vars (pod_env.ts).
+  'dnsPolicy', 'dnsConfig', 'enableServiceLinks',
   // Checked below: only what the node runs anyway.
   'os',
   // Added by `kubectl debug` to a running pod: not run by this node yet, and no reason to fail the pod it was added to.
@@ -524,6 +526,8 @@ export function podFromObject(o: unknown, source: string, text: string): PodMani
     if (!supportedPodFields.has(k)) throw invalidArgument("is not supported by this node yet", { field: `spec.${k}` });
   }
   const security = podSecurityOf(spec.securityContext);
+  const dnsPolicy = dnsPolicyOf(spec.dnsPolicy);
+  const dnsConfig = dnsConfigOf(spec.dnsConfig, dnsPolicy);
   for (const k of ['hostIPC', 'hostPID', 'shareProcessNamespace'] as const) {
     if (spec[k] !== undefined && spec[k] !== null && typeof spec[k] !== 'boolean') throw invalidArgument('must be true or false', { field: `spec.${k}` });
   }
@@ -601,6 +605,8 @@ export function podFromObject(o: unknown, source: string, text: string): PodMani
     shareProcessNamespace: spec.shareProcessNamespace === true,
     security,
     enableServiceLinks: spec.enableServiceLinks !== false,
+    dnsPolicy,
+    ...(dnsConfig ? { dnsConfig } : {}),
     ...(typeof spec.hostname === 'string' ? { hostname: spec.hostname } : {}),
     terminationGracePeriodSeconds: grace as number,
     initContainers,

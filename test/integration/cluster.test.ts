@@ -55,6 +55,10 @@ describe('usernode in a cluster (real control plane, kubectl)', () => {
       return p?.status.phase === 'Running' && p.status.containerStatuses?.every((c) => c.ready) ? p : undefined;
     }, timeoutMs);
   const apply = (yaml: string): Promise<string> => kubectl(['apply', '-f', '-'], yaml);
+  const agentArgs = async (): Promise<string[]> => [
+    '--kubeconfig', await cp.nodeKubeconfig(nodeName), '--node-name', nodeName, '--node-ip', '127.0.0.1', '--kubelet-address', `127.0.0.1:${kubeletPort}`,
+    '--node-labels', 'usernode.io/test=yes,node-role.kubernetes.io/worker=', '--cluster-dns', '10.96.0.10',
+  ];
 
   before(async () => {
     const t0 = Date.now();
@@ -71,8 +75,7 @@ describe('usernode in a cluster (real control plane, kubectl)', () => {
       join(staticDir, 'static-web.yaml'),
       `apiVersion: v1\nkind: Pod\nmetadata: { name: static-web, namespace: default, labels: { app: static-web } }\nspec:\n  containers:\n    - name: web\n      image: ${busybox}\n      command: ["sh", "-c", "echo static up; exec sleep 3600"]\n`,
     );
-    const kubeconfig = await cp.nodeKubeconfig(nodeName);
-    agent = node.start(['--kubeconfig', kubeconfig, '--node-name', nodeName, '--node-ip', '127.0.0.1', '--kubelet-address', `127.0.0.1:${kubeletPort}`, '--node-labels', 'usernode.io/test=yes,node-role.kubernetes.io/worker=']);
+    agent = node.start(await agentArgs());
     await agent.ready();
   });
 
@@ -342,6 +345,28 @@ spec:
     await kubectl(['delete', 'pod', 'service-env', '--wait=false']);
   });
 
+  it("DNS: a ClusterFirst pod gets the cluster DNS and the namespace's searches; dnsPolicy None its own", async () => {
+    const resolv = await kubectl(['exec', 'hello', '--', 'cat', '/etc/resolv.conf']);
+    assert.match(resolv, /^nameserver 10\.96\.0\.10$/m);
+    assert.match(resolv, /^search default\.svc\.cluster\.local svc\.cluster\.local cluster\.local\b/m);
+    assert.match(resolv, /^options ndots:5$/m);
+    await apply(`apiVersion: v1
+kind: Pod
+metadata: { name: own-dns }
+spec:
+  terminationGracePeriodSeconds: 1
+  dnsPolicy: None
+  dnsConfig: { nameservers: [192.0.2.53], searches: [corp.example], options: [{ name: ndots, value: "2" }] }
+  containers: [{ name: app, image: ${busybox}, command: ["sh", "-c", "exec sleep 3600"] }]
+`);
+    await running('own-dns');
+    const own = await kubectl(['exec', 'own-dns', '--', 'cat', '/etc/resolv.conf']);
+    assert.match(own, /^nameserver 192\.0\.2\.53$/m);
+    assert.match(own, /^search corp\.example$/m);
+    assert.doesNotMatch(own, /10\.96\.0\.10/);
+    await kubectl(['delete', 'pod', 'own-dns', '--wait=false']);
+  });
+
   it('probes: a failing liveness probe restarts the container; readiness follows its probe', async () => {
     await apply(`apiVersion: v1
 kind: Pod
@@ -477,7 +502,7 @@ spec:
     const before = (await pod('hello'))!.status.containerStatuses![0]!;
     agent.child.kill('SIGTERM');
     await agent.exited;
-    agent = node.start(['--kubeconfig', await cp.nodeKubeconfig(nodeName), '--node-name', nodeName, '--node-ip', '127.0.0.1', '--kubelet-address', `127.0.0.1:${kubeletPort}`]);
+    agent = node.start(await agentArgs());
     await agent.ready();
     await sleep(5000);
     const now = (await pod('hello'))!.status.containerStatuses![0]!;
