@@ -126,6 +126,8 @@ interface PodState {
   sent: string;
   terminating: Promise<void> | undefined;
   terminated: boolean;
+  /** activeDeadlineSeconds passed: its containers were stopped and the pod is Failed, for good. */
+  deadlineExceeded: boolean;
 }
 
 export interface PodManagerOptions {
@@ -299,6 +301,7 @@ export class PodManager {
       sent: '',
       terminating: undefined,
       terminated: false,
+      deadlineExceeded: false,
     };
   }
 
@@ -347,6 +350,11 @@ export class PodManager {
         continue;
       }
       if (st?.terminating || st?.terminated) continue;
+      if (st && pod.activeDeadlineSeconds !== undefined && !st.deadlineExceeded && this.now() - st.startTime >= pod.activeDeadlineSeconds * 1000) await this.exceedDeadline(st);
+      if (st?.deadlineExceeded) {
+        await this.publish(st, false);
+        continue;
+      }
       // A pod of the same name still stopping (a static pod's old version) goes first, as kubelet's pod workers order them.
       if ([...this.pods.values()].some((o) => o.pod.uid !== uid && o.terminating && o.pod.name === pod.name && o.pod.namespace === pod.namespace)) continue;
       try {
@@ -714,6 +722,30 @@ export class PodManager {
   }
 
   /** preStop (within the grace), then StopContainer with what is left of it, at least kubelet's 2 s. */
+  /**
+   * kubelet's active deadline: a pod active on the node longer than
+   * activeDeadlineSeconds is Failed (DeadlineExceeded); its containers are
+   * stopped within its grace and never restarted; the pod stays, with its
+   * logs, until it is deleted.
+   */
+  private async exceedDeadline(st: PodState): Promise<void> {
+    const pod = st.pod;
+    st.deadlineExceeded = true;
+    this.event(pod, { type: 'Normal', reason: 'DeadlineExceeded', message: 'Pod was active on the node longer than the specified deadline' });
+    if (st.sandboxId === '') return;
+    const list = await this.call<{ containers: CriContainer[] }>('runtime', 'ListContainers', { filter: { podSandboxId: st.sandboxId } });
+    const deadlineMs = this.now() + pod.terminationGracePeriodSeconds * 1000;
+    await Promise.all(
+      [...pod.initContainers, ...pod.containers].map(async (c) => {
+        const running = list.containers.find((x) => x.labels[containerNameLabel] === c.name && x.state === 'CONTAINER_RUNNING');
+        if (running) await this.killContainer(pod, st, c, running.id, deadlineMs, `Stopping container ${c.name}`).catch(() => undefined);
+        const cs = st.containers.get(c.name);
+        if (cs && running) cs.latest = await this.containerStatus(running.id).catch(() => cs.latest);
+        if (cs) cs.ready = false;
+      }),
+    );
+  }
+
   private async killContainer(pod: PodManifest, st: PodState, c: PodContainer, id: string, deadlineMs: number, message: string): Promise<void> {
     this.event(pod, { type: 'Normal', reason: 'Killing', message, container: c.name });
     const hook = c.lifecycle.preStop;
@@ -935,7 +967,7 @@ export class PodManager {
     await this.fillMessages(st);
     const init = pod.initContainers.map((c) => this.containerStatusJson(st, c, 'init'));
     const app = pod.containers.map((c) => this.containerStatusJson(st, c, 'app'));
-    const phase = podPhase(pod, init, app, terminal);
+    const phase = st.deadlineExceeded ? 'Failed' : podPhase(pod, init, app, terminal);
     const hostIP = this.o.hostIP ?? '';
     const status: PodStatus = {
       phase,
@@ -946,6 +978,7 @@ export class PodManager {
       ...(hostIP ? { hostIP, hostIPs: [{ ip: hostIP }] } : {}),
       startTime: apiTime(st.startTime),
       qosClass: qosClass(pod),
+      ...(st.deadlineExceeded ? { reason: 'DeadlineExceeded', message: 'Pod was active on the node longer than the specified deadline' } : {}),
     };
     if (phase === 'Running' && st.status?.phase !== 'Running') this.o.onPodRunning?.(pod, st.startTime, this.now());
     st.status = status;

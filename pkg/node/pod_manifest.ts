@@ -150,6 +150,8 @@ export interface PodManifest {
   enableServiceLinks: boolean;
   dnsPolicy: DnsPolicy;
   dnsConfig?: PodDnsConfig;
+  /** Seconds the pod may be active on the node before it is Failed (DeadlineExceeded). */
+  activeDeadlineSeconds?: number;
   hostname?: string;
   terminationGracePeriodSeconds: number;
   /** Run one at a time, in order, each to success, before the containers (sidecars, restartPolicy Always, stay running). */
@@ -175,7 +177,7 @@ const dnsSubdomain = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
 /** The pod spec fields this node reads or may safely pass over; any other is refused by name. */
 const supportedPodFields = new Set([
   // Carried out by the node.
-  'containers', 'initContainers', 'volumes', 'restartPolicy', 'hostNetwork', 'hostIPC', 'hostPID', 'shareProcessNamespace', 'hostname', 'terminationGracePeriodSeconds', 'securityContext',
+  'containers', 'initContainers', 'volumes', 'restartPolicy', 'activeDeadlineSeconds', 'hostNetwork', 'hostIPC', 'hostPID', 'shareProcessNamespace', 'hostname', 'terminationGracePeriodSeconds', 'securityContext',
   // Scheduling: the scheduler has acted on them before the pod is bound to this node.
   'nodeName', 'nodeSelector', 'affinity', 'tolerations', 'schedulerName', 'priority', 'priorityClassName', 'preemptionPolicy', 'topologySpreadConstraints', 'schedulingGates',
   // The service account: admission has turned it into the kube-api-access projected volume the node mounts.
@@ -527,6 +529,8 @@ export function podFromObject(o: unknown, source: string, text: string): PodMani
   }
   const security = podSecurityOf(spec.securityContext);
   const dnsPolicy = dnsPolicyOf(spec.dnsPolicy);
+  const deadline = spec.activeDeadlineSeconds;
+  if (deadline !== undefined && deadline !== null && (!Number.isInteger(deadline) || (deadline as number) < 1)) throw invalidArgument('must be a whole number of seconds, 1 or more', { field: 'spec.activeDeadlineSeconds' });
   const dnsConfig = dnsConfigOf(spec.dnsConfig, dnsPolicy);
   for (const k of ['hostIPC', 'hostPID', 'shareProcessNamespace'] as const) {
     if (spec[k] !== undefined && spec[k] !== null && typeof spec[k] !== 'boolean') throw invalidArgument('must be true or false', { field: `spec.${k}` });
@@ -607,6 +611,7 @@ export function podFromObject(o: unknown, source: string, text: string): PodMani
     enableServiceLinks: spec.enableServiceLinks !== false,
     dnsPolicy,
     ...(dnsConfig ? { dnsConfig } : {}),
+    ...(typeof deadline === 'number' ? { activeDeadlineSeconds: deadline } : {}),
     ...(typeof spec.hostname === 'string' ? { hostname: spec.hostname } : {}),
     terminationGracePeriodSeconds: grace as number,
     initContainers,

@@ -434,6 +434,25 @@ spec:
     await kubectl(['delete', 'pod', 'http-probed', '--wait=false']);
   });
 
+  it('activeDeadlineSeconds: a pod active past it is Failed with DeadlineExceeded', async () => {
+    await apply(`apiVersion: v1
+kind: Pod
+metadata: { name: deadline }
+spec:
+  activeDeadlineSeconds: 3
+  terminationGracePeriodSeconds: 1
+  restartPolicy: Always
+  containers: [{ name: app, image: ${busybox}, command: ["sleep", "3600"] }]
+`);
+    const failed = await eventually('the pod Failed by its deadline', async () => {
+      const p = await pod('deadline');
+      return p?.status.phase === 'Failed' ? p : undefined;
+    }, 60000);
+    assert.equal(failed.status.reason, 'DeadlineExceeded');
+    assert.ok(failed.status.containerStatuses?.[0]?.state.terminated, 'its container stopped');
+    await kubectl(['delete', 'pod', 'deadline', '--wait=false']);
+  });
+
   it('kubectl delete pod: stopped within its grace period, then gone from the API server and the node', async () => {
     const t0 = Date.now();
     await kubectl(['delete', 'pod', 'volumes', '--wait=true', '--timeout=60s']);

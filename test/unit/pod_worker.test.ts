@@ -525,3 +525,25 @@ describe('pod worker: resources and QoS', () => {
     assert.deepEqual(await created(resources('')), { resources: { cpuShares: 2, oomScoreAdj: 1000 }, qos: 'BestEffort' });
   });
 });
+
+describe('pod worker: activeDeadlineSeconds', () => {
+  test('a pod active past its deadline is Failed (DeadlineExceeded), its containers stopped and not restarted', async () => {
+    const b = bed();
+    b.pm.setDesired([podOf('metadata: { name: job }\nspec:\n  activeDeadlineSeconds: 30\n  terminationGracePeriodSeconds: 3\n  containers:\n    - { name: app, image: "busybox:1" }\n')]);
+    await b.pm.syncOnce();
+    assert.equal(b.cri.latest('app')?.state, 'CONTAINER_RUNNING');
+    b.clock.advance(20000);
+    await b.pm.syncOnce();
+    assert.equal(b.last().phase, 'Running', 'not before the deadline');
+    b.clock.advance(11000);
+    await b.pm.syncOnce();
+    assert.equal(b.last().phase, 'Failed');
+    assert.equal(b.last().reason, 'DeadlineExceeded');
+    assert.equal(b.cri.latest('app')?.state, 'CONTAINER_EXITED');
+    assert.ok(b.reasons().includes('DeadlineExceeded'));
+    b.clock.advance(60000);
+    await b.pm.syncOnce();
+    assert.equal(b.cri.named('app').length, 1, 'never restarted');
+    assert.equal(b.last().phase, 'Failed');
+  });
+});
