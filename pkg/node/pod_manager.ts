@@ -1019,9 +1019,11 @@ export class PodManager {
       return have.volumes;
     }
     try {
-      const volumes = await this.setUpVolumes(pod);
+      // A pod already running (adopted after an agent restart) keeps the content it has until the refresh.
+      const adopted = (this.pods.get(pod.uid)?.sandboxId ?? '') !== '';
+      const volumes = await this.setUpVolumes(pod, adopted);
       for (const note of volumes.notes) this.o.log.warn('not enforced rootless', { pod: `${pod.namespace}/${pod.name}`, note });
-      this.volumes.set(pod.uid, { volumes, refreshAt: this.now() + (this.o.volumeSyncMs ?? 10000), refreshing: false });
+      this.volumes.set(pod.uid, { volumes, refreshAt: adopted ? this.now() : this.now() + (this.o.volumeSyncMs ?? 10000), refreshing: false });
       return volumes;
     } catch (e: unknown) {
       this.event(pod, { type: 'Warning', reason: 'FailedMount', message: (e as Error).message });
@@ -1029,8 +1031,9 @@ export class PodManager {
     }
   }
 
-  private setUpVolumes(pod: PodManifest): Promise<PodVolumes> {
+  private setUpVolumes(pod: PodManifest, reuseWritten = false): Promise<PodVolumes> {
     return setUpPodVolumes(pod, {
+      reuseWritten,
       root: this.o.volumeRoot,
       memoryRoot: this.o.memoryVolumeRoot,
       uid: this.o.uid ?? process.getuid?.() ?? 0,

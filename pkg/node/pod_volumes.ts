@@ -57,6 +57,13 @@ export interface VolumeSetUp extends VolumeRoots {
   now?: () => number;
   /** For downwardAPI resourceFieldRefs to unset limits. */
   allocatable?: NodeAllocatable;
+  /**
+   * Content from the API server already written (by an earlier agent, for a
+   * pod that kept running) is used as it is, not fetched first: an agent
+   * restart while the API server is away must not hold the pods up. The
+   * next refresh brings it up to date.
+   */
+  reuseWritten?: boolean;
 }
 
 export interface PodVolumes {
@@ -156,6 +163,10 @@ export async function setUpPodVolumes(pod: PodManifest, d: VolumeSetUp): Promise
 
 async function setUpVolume(pod: PodManifest, v: PodVolume, field: string, d: VolumeSetUp, now: () => number, notes: string[]): Promise<{ hostPath: string; apiData: boolean }> {
   const s = v.source;
+  if (d.reuseWritten && (s.kind === 'configMap' || s.kind === 'secret' || s.kind === 'projected')) {
+    const dir = volumeDir(s.kind === 'configMap' ? d.root : d.memoryRoot, pod.uid, v.name);
+    if (await lstat(join(dir, '..data')).then(() => true, () => false)) return { hostPath: dir, apiData: true };
+  }
   switch (s.kind) {
     case 'emptyDir': {
       const dir = volumeDir(s.medium === 'Memory' ? d.memoryRoot : d.root, pod.uid, v.name);

@@ -542,10 +542,12 @@ spec:
     try {
       // The container dies while the API server is away; the node restarts it (restartPolicy Always).
       assert.equal((await node.crictl(['stop', '-t', '0', containerId])).code, 0);
-      await eventually('the container restarted by the node', async () => {
+      await eventually('the container restarted by the node (agent log: see below)', async () => {
         const r = JSON.parse((await node.crictl(['ps', '--name', '^web$', '--label', `io.kubernetes.pod.uid=${target.metadata.uid}`, '-o', 'json'])).stdout) as { containers: Array<{ state: string; metadata: { attempt: number } }> };
         return r.containers.some((c) => c.state === 'CONTAINER_RUNNING' && c.metadata.attempt >= 1) ? true : undefined;
-      }, 30000);
+      }, 30000).catch((e: unknown) => {
+        throw new Error(`${(e as Error).message}\n--- agent log (tail) ---\n${agent.log.split('\n').slice(-60).join('\n')}`);
+      });
     } finally {
       process.kill(apiserver, 'SIGCONT');
     }
