@@ -61,6 +61,12 @@ export interface ClusterConfig {
   tlsCertFile: string | undefined;
   tlsKeyFile: string | undefined;
   anonymousAuth: boolean;
+  /**
+   * Kubelet mode: the upstream kubelet at this path runs inside the node
+   * namespace on the runtime's CRI socket, and the agent's own node half stays
+   * off (one registrar per node). Needs a kubeconfig.
+   */
+  kubelet: string | undefined;
 }
 
 /** Derived paths, so every subcommand agrees on them. */
@@ -86,6 +92,14 @@ export function pathsOf(c: AgentConfig) {
     cniIpamDir: join(c.dataDir, 'cni', 'ipam'),
     imagesDir: join(c.dataDir, 'images'),
     snapshotsDir: join(c.dataDir, 'snapshots'),
+    // Kubelet mode: its generated KubeletConfiguration, its log, and the folders
+    // bound at /var/lib/kubelet, /var/log/pods and /var/log/containers inside the node namespace.
+    kubeletDir: join(c.dataDir, 'kubelet'),
+    kubeletConfig: join(c.dataDir, 'kubelet', 'config.yaml'),
+    kubeletLog: join(c.dataDir, 'kubelet', 'kubelet.log'),
+    kubeletRoot: join(c.dataDir, 'kubelet', 'root'),
+    kubeletPodLogs: join(c.dataDir, 'kubelet', 'pod-logs'),
+    kubeletContainerLogs: join(c.dataDir, 'kubelet', 'container-logs'),
   };
 }
 
@@ -121,12 +135,13 @@ export interface ConfigFlags {
   nodeLabels?: string | undefined;
   registerWithTaints?: string | undefined;
   kubeletAddress?: string | undefined;
+  kubelet?: string | undefined;
 }
 
 /** Tools the agent uses but `run` does not require: features that need one say so when it is missing. */
-const helperTools = ['sleep', 'mount', 'umount', 'mknod', 'mkfifo', 'setfattr', 'cp', 'unshare', 'socat', 'script', 'stty'] as const;
+const helperTools = ['sleep', 'mount', 'umount', 'mknod', 'mkfifo', 'setfattr', 'cp', 'unshare', 'socat', 'script', 'stty', 'ip'] as const;
 const toolKeys = ['rootlesskit', 'slirp4netns', 'newuidmap', 'newgidmap', 'runc', 'conmon', 'catatonit', 'nsenter', 'iptables', ...helperTools] as const;
-const clusterKeys = ['kubeconfig', 'nodeName', 'nodeIP', 'nodeLabels', 'registerWithTaints', 'maxPods', 'kubeletAddress', 'clientCAFile', 'tlsCertFile', 'tlsKeyFile', 'anonymousAuth'] as const;
+const clusterKeys = ['kubeconfig', 'nodeName', 'nodeIP', 'nodeLabels', 'registerWithTaints', 'maxPods', 'kubeletAddress', 'clientCAFile', 'tlsCertFile', 'tlsKeyFile', 'anonymousAuth', 'kubelet'] as const;
 const topKeys = ['criSocket', 'dataDir', 'runtimeDir', 'logLevel', 'network', 'tools', 'registries', 'snapshotter', 'metricsAddress', 'streamingAddress', 'staticPodPath', ...clusterKeys] as const;
 const networkKeys = ['mtu', 'podCIDR', 'bridge'] as const;
 
@@ -280,6 +295,10 @@ function clusterOf(t: Table, flags: ConfigFlags, where: string): ClusterConfig {
   };
   if ((t.tlsCertFile === undefined) !== (t.tlsKeyFile === undefined)) throw bad('tlsCertFile and tlsKeyFile go together', { field: `${where}: tlsCertFile` });
   if (t.anonymousAuth !== undefined && typeof t.anonymousAuth !== 'boolean') throw bad('must be true or false', { field: `${where}: anonymousAuth` });
+  const kubelet = flags.kubelet !== undefined ? resolve(flags.kubelet) : str(t, 'kubelet', where);
+  if (kubelet !== undefined && !isAbsolute(kubelet)) throw bad('must be an absolute path', { field: `${where}: kubelet` });
+  // kubelet without an API server has nobody to register with; static pods alone are what the node half already runs.
+  if (kubelet !== undefined && kubeconfig === undefined) throw bad('needs --kubeconfig (kubelet mode joins a cluster)', { field: field('kubelet', 'kubelet') });
   return {
     kubeconfig,
     nodeName,
@@ -292,6 +311,7 @@ function clusterOf(t: Table, flags: ConfigFlags, where: string): ClusterConfig {
     tlsCertFile: path('tlsCertFile'),
     tlsKeyFile: path('tlsKeyFile'),
     anonymousAuth: t.anonymousAuth === true,
+    kubelet,
   };
 }
 

@@ -31,6 +31,9 @@ flags (run only), joining a cluster:
   --node-labels K=V[,K=V]      labels for the Node
   --register-with-taints K[=V]:EFFECT[,...]  taints for the Node
   --kubelet-address HOST:PORT  the kubelet API (TLS; default 0.0.0.0:10250 with --kubeconfig)
+  --kubelet PATH               kubelet mode: run this upstream kubelet inside the node namespace on
+                               usernode's CRI socket instead of usernode's own node agent
+                               (needs --kubeconfig; see docs/kubelet-mode.md)
   -h, --help           this help
 `;
 
@@ -81,6 +84,7 @@ async function main(argv: string[]): Promise<number> {
           'node-labels': { type: 'string' },
           'register-with-taints': { type: 'string' },
           'kubelet-address': { type: 'string' },
+          kubelet: { type: 'string' },
         }
       : command === 'image'
         ? { ...commonOptions, name: { type: 'string' } }
@@ -103,6 +107,7 @@ async function main(argv: string[]): Promise<number> {
     nodeLabels: values['node-labels'] as string | undefined,
     registerWithTaints: values['register-with-taints'] as string | undefined,
     kubeletAddress: values['kubelet-address'] as string | undefined,
+    kubelet: values.kubelet as string | undefined,
   });
   switch (command) {
     case 'run':

@@ -1,0 +1,175 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+
+import { type AgentProcess, eventually, freePort, requiredEnv, TestNode } from '../lib/agent.js';
+import { type ControlPlane, requiredControlPlaneTool, startControlPlane } from '../lib/control_plane.js';
+
+// Kubelet mode: the upstream kubelet the bed builds (v1.37.2) runs inside the
+// node namespace on usernode's CRI socket (`usernode run --kubelet`), against
+// the bed's real control plane. kubelet registers the node and runs the pods;
+// kubectl's logs, exec and port-forward go through kubelet's own streaming
+// proxy to usernode's streaming server. kubelet's log is read at the end: a CRI
+// error it logs again and again fails the test.
+
+const nodeName = 'usernode-kubelet';
+
+type Pod = {
+  metadata: { name: string; uid: string };
+  spec: { nodeName?: string };
+  status: { phase?: string; podIP?: string; hostIP?: string; containerStatuses?: Array<{ ready: boolean; containerID?: string; state: Record<string, unknown> }> };
+};
+
+/**
+ * kubelet log lines that name a CRI failure, with the call, counted by what
+ * they say once ids and times are taken out: one that comes back is a call
+ * usernode keeps failing.
+ */
+function repeatedCriErrors(log: string, allowed: readonly RegExp[]): Array<{ line: string; count: number }> {
+  const counts = new Map<string, number>();
+  for (const line of log.split('\n')) {
+    if (!/^E\d{4}/.test(line)) continue;
+    if (!/rpc error|code = |CRI|runtime service|image service|ContainerStatus|PodSandbox|ListContainers|ImageFsInfo|ContainerStats|Metric/i.test(line)) continue;
+    if (allowed.some((r) => r.test(line))) continue;
+    const key = line
+      .replace(/^E\d{4} [\d:.]+\s+\d+ /, '')
+      .replace(/[0-9a-f]{64}/g, 'ID')
+      .replace(/\b[0-9a-f-]{36}\b/g, 'UID')
+      .replace(/\d+(\.\d+)?(ms|s|µs)\b/g, 'T');
+    counts.set(key, (counts.get(key) ?? 0) + 1);
+  }
+  return [...counts].filter(([, n]) => n >= 3).map(([line, count]) => ({ line, count }));
+}
+
+describe('kubelet mode: the upstream kubelet on usernode (real control plane, kubectl)', () => {
+  let cp: ControlPlane;
+  let node: TestNode;
+  let agent: AgentProcess;
+  let busybox: string;
+  let kubeletLog: string;
+
+  const kubectl = async (args: string[], input?: string): Promise<string> => {
+    const r = await cp.kubectl(args, input === undefined ? {} : { input });
+    if (r.code !== 0) throw new Error(`kubectl ${args.join(' ')}: ${r.stderr}`);
+    return r.stdout;
+  };
+  const pod = async (name: string): Promise<Pod | undefined> => {
+    const r = await cp.kubectl(['get', 'pod', name, '-o', 'json']);
+    return r.code === 0 ? (JSON.parse(r.stdout) as Pod) : undefined;
+  };
+  const logTail = async (): Promise<string> => (await readFile(kubeletLog, 'utf8').catch(() => '')).split('\n').slice(-60).join('\n');
+
+  before(async () => {
+    cp = await startControlPlane({ reachableFromNodeNamespace: true });
+    const bed = JSON.parse(readFileSync(requiredEnv('USERNODE_TEST_IMAGES'), 'utf8')) as { registry: string };
+    busybox = `${bed.registry}/usernode/busybox:latest`;
+    node = await TestNode.create();
+    kubeletLog = join(node.dir, 'data', 'usernode', 'kubelet', 'kubelet.log');
+    await node.writeConfig(`registries:\n  "${bed.registry}": { plainHttp: true }\nclientCAFile: ${cp.caFile}\n`);
+    const kubeconfig = await cp.nodeKubeconfig(nodeName, { server: cp.hostServer! });
+    const kubeletPort = await freePort();
+    agent = node.start([
+      '--kubelet', requiredControlPlaneTool('USERNODE_KUBELET'),
+      '--kubeconfig', kubeconfig,
+      '--node-name', nodeName,
+      '--node-ip', cp.hostIP!,
+      '--kubelet-address', `${cp.hostIP!}:${kubeletPort}`,
+    ]);
+    await agent.ready();
+  });
+
+  after(async () => {
+    agent?.child.kill('SIGTERM');
+    await agent?.exited;
+    await node?.destroy();
+    await cp?.stop();
+  });
+
+  it('kubelet registers the node Ready, with usernode as its container runtime', async () => {
+    const n = await eventually('the node Ready', async () => {
+      const r = await cp.kubectl(['get', 'node', nodeName, '-o', 'json']);
+      if (r.code !== 0) return undefined;
+      const o = JSON.parse(r.stdout) as { status: { conditions?: Array<{ type: string; status: string }>; nodeInfo: Record<string, string>; addresses: Array<{ type: string; address: string }> } };
+      return o.status.conditions?.find((c) => c.type === 'Ready')?.status === 'True' ? o : undefined;
+    }, 120000).catch(async (e: unknown) => {
+      throw new Error(`${(e as Error).message}\nagent:\n${agent.log.slice(-3000)}\nkubelet:\n${await logTail()}`);
+    });
+    assert.match(n.status.nodeInfo.containerRuntimeVersion!, /^usernode:\/\/\d+\.\d+\.\d+/);
+    // The upstream kubelet, not usernode's node half, registered it.
+    assert.equal(n.status.nodeInfo.kubeletVersion, 'v1.37.2');
+    assert.equal(n.status.addresses.find((a) => a.type === 'InternalIP')?.address, cp.hostIP);
+    assert.doesNotMatch(agent.log, /joining the cluster/, 'the node half stays off');
+  });
+
+  it('a pod applied with kubectl runs; kubectl logs, exec and port-forward work through kubelet', async () => {
+    await kubectl(['apply', '-f', '-'], `apiVersion: v1
+kind: Pod
+metadata: { name: hello }
+spec:
+  terminationGracePeriodSeconds: 2
+  containers:
+    - name: app
+      image: ${busybox}
+      command: ["sh", "-c", "echo hello from kubelet on usernode; mkdir -p /www; echo served by the pod > /www/index.html; httpd -p 8080 -h /www; i=0; while true; do i=$((i+1)); echo line $i; sleep 1; done"]
+`);
+    const p = await eventually('pod hello Running', async () => {
+      const x = await pod('hello');
+      return x?.status.phase === 'Running' && x.status.containerStatuses?.every((c) => c.ready) ? x : undefined;
+    }, 120000).catch(async (e: unknown) => {
+      throw new Error(`${(e as Error).message}\n${await kubectl(['describe', 'pod', 'hello']).catch(() => '')}\nkubelet:\n${await logTail()}`);
+    });
+    assert.equal(p.spec.nodeName, nodeName);
+    assert.match(p.status.podIP ?? '', /^10\.88\./);
+    assert.match(p.status.containerStatuses![0]!.containerID ?? '', /^usernode:\/\/[0-9a-f]{64}$/);
+
+    const logs = await eventually('logs', async () => {
+      const out = await kubectl(['logs', 'hello']);
+      return out.includes('line 2') ? out : undefined;
+    });
+    assert.match(logs, /^hello from kubelet on usernode\n/);
+    assert.equal(await kubectl(['exec', 'hello', '--', 'sh', '-c', 'echo in $(hostname)']), 'in hello\n');
+    assert.equal(await kubectl(['exec', '-i', 'hello', '--', 'cat'], 'through stdin\n'), 'through stdin\n');
+    const local = await freePort();
+    const pf = spawn(requiredControlPlaneTool('USERNODE_KUBECTL'), ['--kubeconfig', cp.adminKubeconfig, 'port-forward', 'pod/hello', `${local}:8080`]);
+    let pfErr = '';
+    pf.stderr.on('data', (d: Buffer) => (pfErr += d.toString()));
+    try {
+      const page = await eventually('the page through port-forward', async () => {
+        const r = await fetch(`http://127.0.0.1:${local}/`, { signal: AbortSignal.timeout(3000) });
+        return r.ok ? r.text() : undefined;
+      }, 30000).catch((e: unknown) => {
+        throw new Error(`${(e as Error).message}\nkubectl port-forward said: ${pfErr}`);
+      });
+      assert.equal(page, 'served by the pod\n');
+    } finally {
+      pf.kill();
+    }
+  });
+
+  it('deleting the pod removes its containers and its network namespace', async () => {
+    const sandboxes = async (): Promise<string[]> => {
+      const r = await node.crictl(['pods', '-q', '--name', 'hello']);
+      assert.equal(r.code, 0, r.stderr);
+      return r.stdout.split('\n').filter(Boolean);
+    };
+    const [id] = await sandboxes();
+    assert.ok(id, 'the pod sandbox is listed');
+    const netnsDir = join(node.runtimeDir, 'netns');
+    assert.ok((await readdir(netnsDir)).includes(id), 'the pod has a network namespace folder');
+    await kubectl(['delete', 'pod', 'hello', '--wait=true', '--timeout=60s']);
+    await eventually('the sandbox removed', async () => ((await sandboxes()).length === 0 ? true : undefined), 60000);
+    const containers = await node.crictl(['ps', '-a', '-q', '--pod', id]);
+    assert.equal(containers.stdout.trim(), '');
+    assert.ok(!(await readdir(netnsDir)).includes(id), 'its network namespace is gone');
+  });
+
+  it("kubelet's log shows no repeated CRI errors", async () => {
+    const log = await readFile(kubeletLog, 'utf8');
+    assert.match(log, /Kubelet version/i);
+    const repeated = repeatedCriErrors(log, []);
+    assert.deepEqual(repeated, [], `kubelet logged CRI errors again and again:\n${repeated.map((r) => `${r.count}× ${r.line}`).join('\n')}`);
+  });
+});
