@@ -139,7 +139,7 @@ export interface ConfigFlags {
 }
 
 /** Tools the agent uses but `run` does not require: features that need one say so when it is missing. */
-const helperTools = ['sleep', 'mount', 'umount', 'mknod', 'mkfifo', 'setfattr', 'cp', 'unshare', 'socat', 'script', 'stty', 'ip'] as const;
+const helperTools = ['sleep', 'mount', 'umount', 'mknod', 'mkfifo', 'setfattr', 'cp', 'unshare', 'socat', 'script', 'stty', 'ip', 'sysctl'] as const;
 const toolKeys = ['rootlesskit', 'slirp4netns', 'newuidmap', 'newgidmap', 'runc', 'conmon', 'catatonit', 'nsenter', 'iptables', ...helperTools] as const;
 const clusterKeys = ['kubeconfig', 'nodeName', 'nodeIP', 'nodeLabels', 'registerWithTaints', 'maxPods', 'kubeletAddress', 'clientCAFile', 'tlsCertFile', 'tlsKeyFile', 'anonymousAuth', 'kubelet'] as const;
 const topKeys = ['criSocket', 'dataDir', 'runtimeDir', 'logLevel', 'network', 'tools', 'registries', 'snapshotter', 'metricsAddress', 'streamingAddress', 'staticPodPath', ...clusterKeys] as const;

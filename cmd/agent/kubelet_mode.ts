@@ -21,7 +21,9 @@ import { type AgentConfig, pathsOf, toolPath } from './config.js';
 //    user's data folder (so pods' volumes and logs outlive the namespace) onto
 //    the copied-up /var/lib and /var/log;
 //  - the node IP on an interface: kubelet refuses a --node-ip it cannot find
-//    among its interfaces, and the node namespace has only lo and tap0;
+//    among its interfaces, and the node namespace has only lo and tap0 (the
+//    address goes on lo, without its local route, and tap0 accepts packets
+//    from it: traffic to the host's address still reaches the host);
 //  - the kubelet API's port forwarded from the host, where the apiserver dials it.
 
 export async function startKubeletMode(c: AgentConfig, log: Logger, ns: NodeNamespace, env: NodeJS.ProcessEnv): Promise<() => Promise<void>> {
@@ -67,6 +69,9 @@ export async function startKubeletMode(c: AgentConfig, log: Logger, ns: NodeName
   await inNode([ip, 'route', 'del', 'table', 'local', `${nodeIP}/32`, 'dev', 'lo'], 'removing the local route of the node IP').catch((e: unknown) => {
     if (!/No such process|Cannot find/i.test((e as Error).message)) throw e;
   });
+  // The host's replies come from that address: without accept_local the kernel drops them as martians
+  // (a source address of one's own interfaces), and kubelet never reaches an apiserver on this host.
+  await inNode([c.tools.sysctl ?? '/usr/sbin/sysctl', '-w', 'net.ipv4.conf.tap0.accept_local=1'], 'accepting the host\'s replies from the node IP on tap0');
 
   // The kubelet API: listened on in the node namespace, forwarded from the host's address (the apiserver dials NodeIP:port).
   const ports = new RootlesskitPorts(ns.portApiSocket);
