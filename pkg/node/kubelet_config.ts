@@ -41,7 +41,9 @@ export function kubeletConfiguration(s: KubeletModeSettings): Record<string, unk
     apiVersion: 'kubelet.config.k8s.io/v1beta1',
     kind: 'KubeletConfiguration',
     // Tolerates what a user namespace cannot do: sysctls it may not write, oom_score_adj below its own, /dev/kmsg.
-    featureGates: { KubeletInUserNamespace: true },
+    // PodAndContainerStatsFromCRI: pod and container stats (summary API, /metrics/cadvisor) from the
+    // runtime, which accounts them, instead of cAdvisor reading cgroups a user namespace does not give it.
+    featureGates: { KubeletInUserNamespace: true, PodAndContainerStatsFromCRI: true },
     containerRuntimeEndpoint: endpoint,
     imageServiceEndpoint: endpoint,
     // usernode's runtime reports cgroupfs (RuntimeConfig); kubelet refuses a mismatch.
