@@ -298,7 +298,7 @@ function clusterOf(t: Table, flags: ConfigFlags, where: string): ClusterConfig {
   const kubelet = flags.kubelet !== undefined ? resolve(flags.kubelet) : str(t, 'kubelet', where);
   if (kubelet !== undefined && !isAbsolute(kubelet)) throw bad('must be an absolute path', { field: `${where}: kubelet` });
   // kubelet without an API server has nobody to register with; static pods alone are what the node half already runs.
-  if (kubelet !== undefined && kubeconfig === undefined) throw bad('needs --kubeconfig (kubelet mode joins a cluster)', { field: field('kubelet', 'kubelet') });
+  if (kubelet !== undefined && kubeconfig === undefined) throw bad('must come with --kubeconfig (kubelet mode joins a cluster)', { field: field('kubelet', 'kubelet') });
   return {
     kubeconfig,
     nodeName,
