@@ -51,6 +51,7 @@ describe('kubelet mode: the upstream kubelet on usernode (real control plane, ku
   let agent: AgentProcess;
   let busybox: string;
   let kubeletLog: string;
+  let agentArgs: string[];
 
   const kubectl = async (args: string[], input?: string): Promise<string> => {
     const r = await cp.kubectl(args, input === undefined ? {} : { input });
@@ -72,13 +73,14 @@ describe('kubelet mode: the upstream kubelet on usernode (real control plane, ku
     await node.writeConfig(`registries:\n  "${bed.registry}": { plainHttp: true }\nclientCAFile: ${cp.caFile}\n`);
     const kubeconfig = await cp.nodeKubeconfig(nodeName, { server: cp.hostServer! });
     const kubeletPort = await freePort();
-    agent = node.start([
+    agentArgs = [
       '--kubelet', requiredControlPlaneTool('USERNODE_KUBELET'),
       '--kubeconfig', kubeconfig,
       '--node-name', nodeName,
       '--node-ip', cp.hostIP!,
       '--kubelet-address', `${cp.hostIP!}:${kubeletPort}`,
-    ]);
+    ];
+    agent = node.start(agentArgs);
     await agent.ready();
   });
 
@@ -150,6 +152,25 @@ spec:
     }
   });
 
+  it('an agent restart keeps the pod running, its volumes under /var/lib/kubelet and kubelet serving', async () => {
+    const before = (await pod('hello'))!;
+    const containerID = before.status.containerStatuses![0]!.containerID;
+    const volumes = join(node.dir, 'data', 'usernode', 'kubelet', 'root', 'pods', before.metadata.uid, 'volumes');
+    assert.ok((await readdir(volumes)).length > 0, `the pod's volumes are in the user's data folder (${volumes})`);
+    agent.child.kill('SIGTERM');
+    assert.equal((await agent.exited).code, 0);
+    agent = node.start(agentArgs);
+    await agent.ready();
+    // The same container, never restarted, and kubelet's streaming proxy working again.
+    const after = await eventually('hello Running and ready after the restart', async () => {
+      const x = await pod('hello');
+      return x?.status.containerStatuses?.[0]?.ready ? x : undefined;
+    }, 60000);
+    assert.equal(after.status.containerStatuses![0]!.containerID, containerID);
+    assert.equal(await eventually('exec after the restart', () => kubectl(['exec', 'hello', '--', 'cat', '/www/index.html']).catch(() => undefined), 60000), 'served by the pod\n');
+    assert.match(agent.log, /reusing the node namespace/);
+  });
+
   it('deleting the pod removes its containers and its network namespace', async () => {
     const sandboxes = async (): Promise<string[]> => {
       const r = await node.crictl(['pods', '-q', '--name', 'hello']);
@@ -201,8 +222,8 @@ spec:
     const log = await readFile(kubeletLog, 'utf8');
     // For the record (the closing note): every error kubelet logged, counted.
     const errors = new Map<string, number>();
-    for (const l of log.split('\n')) if (/^E\d{4}/.test(l)) {
-      const k = l.replace(/^E\d{4} [\d:.]+\s+\d+ /, '').replace(/[0-9a-f]{64}/g, 'ID').slice(0, 300);
+    for (const l of log.split('\n')) if (/^[EF]\d{4}|^Error: /.test(l)) {
+      const k = l.replace(/^([EF])\d{4} [\d:.]+\s+\d+ /, '$1 ').replace(/[0-9a-f]{64}/g, 'ID').slice(0, 300);
       errors.set(k, (errors.get(k) ?? 0) + 1);
     }
     console.log(`kubelet's errors:\n${[...errors].map(([k, n]) => `${n}× ${k}`).join('\n')}`);
