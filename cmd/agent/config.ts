@@ -97,6 +97,7 @@ export function pathsOf(c: AgentConfig) {
     kubeletDir: join(c.dataDir, 'kubelet'),
     kubeletConfig: join(c.dataDir, 'kubelet', 'config.yaml'),
     kubeletLog: join(c.dataDir, 'kubelet', 'kubelet.log'),
+    kubeletPid: join(c.runtimeDir, 'kubelet.pid'),
     kubeletRoot: join(c.dataDir, 'kubelet', 'root'),
     kubeletPodLogs: join(c.dataDir, 'kubelet', 'pod-logs'),
     kubeletContainerLogs: join(c.dataDir, 'kubelet', 'container-logs'),

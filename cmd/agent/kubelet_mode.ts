@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { access, constants, mkdir, readFile, writeFile, rename } from 'node:fs/promises';
 import { isIP } from 'node:net';
 
@@ -5,11 +6,13 @@ import { failedPrecondition } from '../../pkg/errdefs/errors.js';
 import type { Logger } from '../../pkg/log/logger.js';
 import { runTool } from '../../pkg/netns/exec_tool.js';
 import { enterArgv, type NodeNamespace } from '../../pkg/netns/node_namespace.js';
+import { isAlive, terminate } from '../../pkg/netns/procfs.js';
 import { RootlesskitPorts } from '../../pkg/netns/rootlesskit/ports.js';
 import { gatherHostFacts } from '../../pkg/node/host_facts.js';
 import { type KubeletModeSettings, kubeletConfigurationYaml, kubeletContainerLogsDir, kubeletFlags, kubeletPodLogsDir, kubeletRootDir } from '../../pkg/node/kubelet_config.js';
 import { KubeletSupervisor } from '../../pkg/node/kubelet_supervisor.js';
 import { type AgentConfig, pathsOf, toolPath } from './config.js';
+import { readPid } from './lock.js';
 
 // Kubelet mode (`usernode run --kubelet PATH`): the upstream kubelet, not the
 // agent's node half, registers the node and drives its pods, through the
@@ -103,8 +106,14 @@ export async function startKubeletMode(c: AgentConfig, log: Logger, ns: NodeName
   await writeFile(`${p.kubeletConfig}.tmp`, kubeletConfigurationYaml(settings), { mode: 0o600 });
   await rename(`${p.kubeletConfig}.tmp`, p.kubeletConfig);
 
+  // A kubelet left by an agent that was killed outright still holds the node: one registrar per node.
+  const orphan = await readPid(p.kubeletPid);
+  if (orphan !== undefined && isAlive(orphan) && cmdlineOf(orphan).includes(`--config=${p.kubeletConfig}`)) {
+    log.warn('stopping a kubelet left by an earlier agent', { pid: orphan });
+    await terminate([orphan], 10000);
+  }
   const argv = enterArgv(c.tools.nsenter ?? 'nsenter', ns, [kubelet, ...kubeletFlags(settings)]);
-  const supervisor = new KubeletSupervisor({ argv, env: { ...env, PATH: toolPath(env.PATH) }, logFile: p.kubeletLog, log: log.child('kubelet') });
+  const supervisor = new KubeletSupervisor({ argv, env: { ...env, PATH: toolPath(env.PATH) }, logFile: p.kubeletLog, pidFile: p.kubeletPid, log: log.child('kubelet') });
   const stop = new AbortController();
   const done = supervisor.run(stop.signal);
   log.info('kubelet mode: the upstream kubelet registers the node', { kubelet, node: c.cluster.nodeName, nodeIP, kubeletPort: address.port, config: p.kubeletConfig, log: p.kubeletLog });
@@ -124,4 +133,12 @@ function mountPoints(mountinfo: string): Set<string> {
       .filter((m): m is string => m !== undefined)
       .map((m) => m.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)))),
   );
+}
+
+function cmdlineOf(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ');
+  } catch {
+    return '';
+  }
 }

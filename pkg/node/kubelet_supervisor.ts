@@ -1,5 +1,5 @@
 import { spawn as nodeSpawn, type ChildProcess } from 'node:child_process';
-import { open } from 'node:fs/promises';
+import { open, rm, writeFile } from 'node:fs/promises';
 
 import type { Logger } from '../log/logger.js';
 
@@ -16,6 +16,8 @@ export interface KubeletSupervisorOptions {
   argv: readonly string[];
   env: NodeJS.ProcessEnv;
   logFile: string;
+  /** Holds the running kubelet's pid, so a later agent finds one an agent killed outright left behind. */
+  pidFile?: string;
   log: Logger;
   /** Delay before restart number `n` (1-based). */
   backoffMs?: (n: number) => number;
@@ -61,6 +63,7 @@ export class KubeletSupervisor {
       this.restarts++;
       await Promise.race([new Promise((r) => setTimeout(r, delay).unref()), stopped]);
     }
+    if (o.pidFile !== undefined) await rm(o.pidFile, { force: true });
   }
 
   private async start(): Promise<{ exit: Promise<string> }> {
@@ -75,6 +78,7 @@ export class KubeletSupervisor {
       await file.close();
     }
     this.child = child;
+    if (o.pidFile !== undefined && child.pid !== undefined) await writeFile(o.pidFile, `${child.pid}\n`, { mode: 0o600 }).catch(() => {});
     o.log.info('kubelet started', { pid: child.pid, log: o.logFile });
     const exit = new Promise<string>((resolve) => {
       child.once('error', (e) => resolve(`spawn error: ${e.message}`));

@@ -116,7 +116,8 @@ describe('KubeletSupervisor', () => {
     const counter = join(root, 'starts');
     // Exits at once the first two times, then runs until SIGTERM, which it logs.
     const script = `const fs=require('fs');const f=${JSON.stringify(counter)};const n=(fs.existsSync(f)?Number(fs.readFileSync(f,'utf8')):0)+1;fs.writeFileSync(f,String(n));console.log('start '+n);if(n<3)process.exit(1);process.on('SIGTERM',()=>{console.log('SIGTERM');process.exit(0)});setInterval(()=>{},1000);`;
-    const s = new KubeletSupervisor({ argv: [process.execPath, '-e', script], env: process.env, logFile, log: silentLogger, backoffMs: () => 10 });
+    const pidFile = join(root, 'kubelet.pid');
+    const s = new KubeletSupervisor({ argv: [process.execPath, '-e', script], env: process.env, logFile, pidFile, log: silentLogger, backoffMs: () => 10 });
     const stop = new AbortController();
     const done = s.run(stop.signal);
     const deadline = Date.now() + 10000;
@@ -125,8 +126,10 @@ describe('KubeletSupervisor', () => {
       await new Promise((r) => setTimeout(r, 20));
     }
     assert.equal(s.restarts, 2);
+    assert.equal(Number(await readFile(pidFile, 'utf8')), s.pid, 'the running kubelet is in the pid file');
     stop.abort();
     await done;
+    await assert.rejects(readFile(pidFile), { code: 'ENOENT' }, 'no pid file once stopped');
     assert.equal(await readFile(logFile, 'utf8'), 'start 1\nstart 2\nstart 3\nSIGTERM\n');
   });
 });
