@@ -28,6 +28,9 @@ export interface KubeletModeSettings {
   configPath: string;
   /** kubelet's --root-dir inside the node namespace (bound from the user's data folder). */
   rootDir: string;
+  /** The cluster DNS service IPs and domain for ClusterFirst pods (kubelet's clusterDNS, clusterDomain). */
+  clusterDNS?: readonly string[];
+  clusterDomain?: string;
 }
 
 /** kubelet's fixed folders inside the node namespace: the device plugin manager ignores --root-dir. */
@@ -67,6 +70,8 @@ export function kubeletConfiguration(s: KubeletModeSettings): Record<string, unk
     },
     authorization: { mode: 'Webhook', webhook: { cacheAuthorizedTTL: '5m0s', cacheUnauthorizedTTL: '30s' } },
     ...(s.tlsCertFile !== undefined ? { tlsCertFile: s.tlsCertFile, tlsPrivateKeyFile: s.tlsKeyFile } : {}),
+    ...(s.clusterDNS !== undefined && s.clusterDNS.length > 0 ? { clusterDNS: [...s.clusterDNS] } : {}),
+    ...(s.clusterDomain !== undefined ? { clusterDomain: s.clusterDomain } : {}),
     staticPodPath: s.staticPodPath,
     maxPods: s.maxPods,
     registerNode: true,

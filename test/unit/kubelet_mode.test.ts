@@ -91,6 +91,13 @@ describe('the KubeletConfiguration and flags', () => {
     assert.deepEqual(k.registerWithTaints, [{ key: 'rootless', effect: 'NoSchedule' }]);
   });
 
+  test('the cluster DNS, when given, for ClusterFirst pods', () => {
+    const k = parse(kubeletConfigurationYaml({ ...settings, clusterDNS: ['10.96.0.10'], clusterDomain: 'cluster.local' })) as Record<string, unknown>;
+    assert.deepEqual(k.clusterDNS, ['10.96.0.10']);
+    assert.equal(k.clusterDomain, 'cluster.local');
+    assert.equal((parse(kubeletConfigurationYaml(settings)) as Record<string, unknown>).clusterDNS, undefined);
+  });
+
   test('without a client CA the kubelet API takes tokens only', () => {
     const k = parse(kubeletConfigurationYaml({ ...settings, clientCAFile: undefined })) as { authentication: Record<string, unknown> };
     assert.equal(k.authentication.x509, undefined);
