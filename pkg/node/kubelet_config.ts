@@ -57,8 +57,10 @@ export function kubeletConfiguration(s: KubeletModeSettings): Record<string, unk
     // No delegated cgroup subtree kubelet may write: no QoS cgroups, nothing to enforce allocatable on.
     cgroupsPerQOS: false,
     enforceNodeAllocatable: [],
-    // Needs the root file system's usage from cAdvisor, which a user namespace does not get.
-    localStorageCapacityIsolation: false,
+    // On: kubelet's cAdvisor then collects the root file system's stats (it can, in the node
+    // namespace), which the summary API, image GC and the eviction manager need; off, all
+    // three fail ("cannot find filesystem info for device") and nothing is ever evicted.
+    localStorageCapacityIsolation: true,
     address: '0.0.0.0',
     port: s.port,
     readOnlyPort: 0,

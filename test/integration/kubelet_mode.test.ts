@@ -206,19 +206,19 @@ spec:
     assert.ok(!(await readdir(netnsDir)).includes(id), 'its network namespace is gone');
   });
 
-  // The full summary needs the root file system's stats from kubelet's own cAdvisor, which it
-  // cannot read in a user namespace on these hosts (docs/kubelet-mode.md); the CPU and memory
-  // part (what metrics-server and /metrics/resource read) and /metrics/cadvisor come from the CRI.
-  it("kubelet's CPU and memory summary, /metrics/resource and /metrics/cadvisor show the pod, from usernode's CRI stats", async () => {
+  // PodAndContainerStatsFromCRI: the pods' numbers in all three come from usernode's stats RPCs.
+  it("kubelet's summary API, /metrics/resource and /metrics/cadvisor show the pod, from usernode's CRI stats", async () => {
     await kubectl(['run', 'stats', `--image=${busybox}`, '--restart=Never', '--', 'sh', '-c', 'exec sleep 3600']);
     await eventually('pod stats Running', async () => ((await pod('stats'))?.status.phase === 'Running' ? true : undefined), 120000);
-    type Summary = { node: { nodeName: string }; pods: Array<{ podRef: { name: string }; containers?: Array<{ name: string; cpu?: { usageCoreNanoSeconds?: number }; memory?: { workingSetBytes?: number } }> }> };
+    type Summary = { node: { nodeName: string; fs?: { capacityBytes?: number } }; pods: Array<{ podRef: { name: string }; containers?: Array<{ name: string; cpu?: { usageCoreNanoSeconds?: number }; memory?: { workingSetBytes?: number } }> }> };
     const summary = await eventually('the pod in the summary with CPU and memory', async () => {
-      const s = JSON.parse(await kubectl(['get', '--raw', `/api/v1/nodes/${nodeName}/proxy/stats/summary?only_cpu_and_memory=true`])) as Summary;
+      const s = JSON.parse(await kubectl(['get', '--raw', `/api/v1/nodes/${nodeName}/proxy/stats/summary`])) as Summary;
       const c = s.pods.find((p) => p.podRef.name === 'stats')?.containers?.[0];
       return c?.cpu?.usageCoreNanoSeconds !== undefined && c.memory?.workingSetBytes !== undefined ? s : undefined;
     }, 60000);
     assert.equal(summary.node.nodeName, nodeName);
+    // The root file system's stats, from kubelet's own cAdvisor (localStorageCapacityIsolation): what eviction reads.
+    assert.ok((summary.node.fs?.capacityBytes ?? 0) > 0, `node fs: ${JSON.stringify(summary.node.fs)}`);
     const cadvisor = await kubectl(['get', '--raw', `/api/v1/nodes/${nodeName}/proxy/metrics/cadvisor`]);
     // The CRI's base labels (id, name, image), as CRI-O gives them; the container is named after the pod by kubectl run.
     assert.match(cadvisor, /^container_cpu_usage_seconds_total\{[^}]*name="stats"/m);
@@ -246,6 +246,8 @@ spec:
     }
     console.log(`kubelet's errors:\n${[...errors].map(([k, n]) => `${n}× ${k}`).join('\n')}`);
     assert.match(log, /Kubelet version/i);
+    // The eviction manager gets its numbers (the summary, the root and image file systems).
+    assert.doesNotMatch(log, /Eviction manager: failed to synchronize/);
     const repeated = repeatedCriErrors(log, [
       // kubelet's own call, once per kubelet start: with cgroupsPerQOS off its in-place resize
       // check (kuberuntime_manager.go:1194, cri_stats_provider.go:288) asks PodSandboxStats for

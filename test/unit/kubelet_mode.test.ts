@@ -82,7 +82,7 @@ describe('the KubeletConfiguration and flags', () => {
     assert.equal(k.cgroupsPerQOS, false);
     // An empty list, not an absent one: kubelet defaults an absent one to ["pods"] and then refuses it without QoS cgroups.
     assert.deepEqual(k.enforceNodeAllocatable, []);
-    assert.equal(k.localStorageCapacityIsolation, false);
+    assert.equal(k.localStorageCapacityIsolation, true);
     assert.equal(k.readOnlyPort, 0);
     assert.equal(k.port, 10250);
     assert.deepEqual(k.authentication, { anonymous: { enabled: false }, webhook: { enabled: true, cacheTTL: '2m0s' }, x509: { clientCAFile: '/home/u/ca.crt' } });
