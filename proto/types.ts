@@ -10,6 +10,8 @@ export type { StatusResponse } from './generated/runtime/v1/StatusResponse.js';
 export type { StatusRequest__Output } from './generated/runtime/v1/StatusRequest.js';
 export type { RuntimeCondition } from './generated/runtime/v1/RuntimeCondition.js';
 export type { RuntimeConfigResponse } from './generated/runtime/v1/RuntimeConfigResponse.js';
+export type { UpdateRuntimeConfigRequest__Output } from './generated/runtime/v1/UpdateRuntimeConfigRequest.js';
+export type { UpdateRuntimeConfigResponse } from './generated/runtime/v1/UpdateRuntimeConfigResponse.js';
 export type { RuntimeHandler } from './generated/runtime/v1/RuntimeHandler.js';
 export type { ImageFsInfoResponse } from './generated/runtime/v1/ImageFsInfoResponse.js';
 export type { Image } from './generated/runtime/v1/Image.js';

@@ -64,6 +64,12 @@ export interface ClusterConfig {
   /** kubelet's clusterDNS (the cluster DNS service IPs) and clusterDomain, for ClusterFirst pods. */
   clusterDNS: string[];
   clusterDomain: string;
+  /**
+   * Kubelet mode: the upstream kubelet at this path runs inside the node
+   * namespace on the runtime's CRI socket, and the agent's own node half stays
+   * off (one registrar per node). Needs a kubeconfig.
+   */
+  kubelet: string | undefined;
 }
 
 /** Derived paths, so every subcommand agrees on them. */
@@ -89,6 +95,15 @@ export function pathsOf(c: AgentConfig) {
     cniIpamDir: join(c.dataDir, 'cni', 'ipam'),
     imagesDir: join(c.dataDir, 'images'),
     snapshotsDir: join(c.dataDir, 'snapshots'),
+    // Kubelet mode: its generated KubeletConfiguration, its log, and the folders
+    // bound at /var/lib/kubelet, /var/log/pods and /var/log/containers inside the node namespace.
+    kubeletDir: join(c.dataDir, 'kubelet'),
+    kubeletConfig: join(c.dataDir, 'kubelet', 'config.yaml'),
+    kubeletLog: join(c.dataDir, 'kubelet', 'kubelet.log'),
+    kubeletPid: join(c.runtimeDir, 'kubelet.pid'),
+    kubeletRoot: join(c.dataDir, 'kubelet', 'root'),
+    kubeletPodLogs: join(c.dataDir, 'kubelet', 'pod-logs'),
+    kubeletContainerLogs: join(c.dataDir, 'kubelet', 'container-logs'),
   };
 }
 
@@ -126,12 +141,13 @@ export interface ConfigFlags {
   kubeletAddress?: string | undefined;
   clusterDns?: string | undefined;
   clusterDomain?: string | undefined;
+  kubelet?: string | undefined;
 }
 
 /** Tools the agent uses but `run` does not require: features that need one say so when it is missing. */
-const helperTools = ['sleep', 'mount', 'umount', 'mknod', 'mkfifo', 'setfattr', 'cp', 'unshare', 'socat', 'script', 'stty'] as const;
+const helperTools = ['sleep', 'mount', 'umount', 'mknod', 'mkfifo', 'setfattr', 'cp', 'unshare', 'socat', 'script', 'stty', 'ip', 'sysctl'] as const;
 const toolKeys = ['rootlesskit', 'slirp4netns', 'newuidmap', 'newgidmap', 'runc', 'conmon', 'catatonit', 'nsenter', 'iptables', ...helperTools] as const;
-const clusterKeys = ['kubeconfig', 'nodeName', 'nodeIP', 'nodeLabels', 'registerWithTaints', 'maxPods', 'kubeletAddress', 'clientCAFile', 'tlsCertFile', 'tlsKeyFile', 'anonymousAuth', 'clusterDNS', 'clusterDomain'] as const;
+const clusterKeys = ['kubeconfig', 'nodeName', 'nodeIP', 'nodeLabels', 'registerWithTaints', 'maxPods', 'kubeletAddress', 'clientCAFile', 'tlsCertFile', 'tlsKeyFile', 'anonymousAuth', 'clusterDNS', 'clusterDomain', 'kubelet'] as const;
 const topKeys = ['criSocket', 'dataDir', 'runtimeDir', 'logLevel', 'network', 'tools', 'registries', 'snapshotter', 'metricsAddress', 'streamingAddress', 'staticPodPath', ...clusterKeys] as const;
 const networkKeys = ['mtu', 'podCIDR', 'bridge'] as const;
 
@@ -290,6 +306,10 @@ function clusterOf(t: Table, flags: ConfigFlags, where: string): ClusterConfig {
   if (!Array.isArray(clusterDNS) || clusterDNS.some((a) => typeof a !== 'string' || isIP(a) === 0)) throw bad('must be a list of IP addresses', { field: dnsField });
   const clusterDomain = (flags.clusterDomain ?? str(t, 'clusterDomain', where) ?? 'cluster.local').replace(/\.$/, '');
   if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/.test(clusterDomain)) throw bad(`must be a DNS domain, got ${JSON.stringify(clusterDomain)}`, { field: field('clusterDomain', 'clusterDomain') });
+  const kubelet = flags.kubelet !== undefined ? resolve(flags.kubelet) : str(t, 'kubelet', where);
+  if (kubelet !== undefined && !isAbsolute(kubelet)) throw bad('must be an absolute path', { field: `${where}: kubelet` });
+  // kubelet without an API server has nobody to register with; static pods alone are what the node half already runs.
+  if (kubelet !== undefined && kubeconfig === undefined) throw bad('must come with --kubeconfig (kubelet mode joins a cluster)', { field: field('kubelet', 'kubelet') });
   return {
     kubeconfig,
     nodeName,
@@ -304,6 +324,7 @@ function clusterOf(t: Table, flags: ConfigFlags, where: string): ClusterConfig {
     anonymousAuth: t.anonymousAuth === true,
     clusterDNS: clusterDNS as string[],
     clusterDomain,
+    kubelet,
   };
 }
 

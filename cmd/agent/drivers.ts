@@ -15,6 +15,8 @@ export function nodeNamespaceDriver(c: AgentConfig, log: Logger, env: NodeJS.Pro
     recordPath: p.nodeNamespaceRecord,
     logPath: p.rootlesskitLog,
     mtu: c.network.mtu,
+    // Kubelet mode: kubelet's fixed folders must be writable inside (cmd/agent/kubelet_mode.ts binds the user's folders there).
+    ...(c.cluster.kubelet !== undefined ? { extraCopyUp: ['/var/lib', '/var/log'] } : {}),
     env: { ...env, PATH: toolPath(env.PATH) },
     uid: c.uid,
     log: log.child('nodens'),

@@ -33,6 +33,9 @@ flags (run only), joining a cluster:
   --kubelet-address HOST:PORT  the kubelet API (TLS; default 0.0.0.0:10250 with --kubeconfig)
   --cluster-dns IP[,IP]        the cluster DNS service for ClusterFirst pods (kubelet's --cluster-dns)
   --cluster-domain DOMAIN      the cluster's DNS domain (default cluster.local)
+  --kubelet PATH               kubelet mode: run this upstream kubelet inside the node namespace on
+                               usernode's CRI socket instead of usernode's own node agent
+                               (needs --kubeconfig; see docs/kubelet-mode.md)
   -h, --help           this help
 `;
 
@@ -85,6 +88,7 @@ async function main(argv: string[]): Promise<number> {
           'kubelet-address': { type: 'string' },
           'cluster-dns': { type: 'string' },
           'cluster-domain': { type: 'string' },
+          kubelet: { type: 'string' },
         }
       : command === 'image'
         ? { ...commonOptions, name: { type: 'string' } }
@@ -109,6 +113,7 @@ async function main(argv: string[]): Promise<number> {
     kubeletAddress: values['kubelet-address'] as string | undefined,
     clusterDns: values['cluster-dns'] as string | undefined,
     clusterDomain: values['cluster-domain'] as string | undefined,
+    kubelet: values.kubelet as string | undefined,
   });
   switch (command) {
     case 'run':

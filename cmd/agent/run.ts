@@ -87,14 +87,19 @@ export async function runNode(c: AgentConfig, env: NodeJS.ProcessEnv): Promise<n
     const readyOrDone = await Promise.race([supervisor.ready.then(() => 'ready' as const), done.then(() => 'done' as const)]);
     if (readyOrDone === 'ready') {
       log.info('usernode is ready', { criSocket: c.criSocket, holder: ns.holderPid, runtimePid: supervisor.pid });
-      // The node half drives the runtime through its CRI socket, as kubelet would.
-      cleanup.push(
-        await startNodeHalf(c, log, ns, {
-          metrics: async () => ({ contentType: registry.contentType, body: (await registry.metrics()) + (await scrapeSocket(p.runtimeMetricsSocket)) }),
-          registry,
-          metricsServer: metrics,
-        }),
-      );
+      if (c.cluster.kubelet !== undefined) {
+        // Kubelet mode: the upstream kubelet is the node's one registrar; the node half stays off.
+        cleanup.push(await (await import('./kubelet_mode.js')).startKubeletMode(c, log, ns, env));
+      } else {
+        // The node half drives the runtime through its CRI socket, as kubelet would.
+        cleanup.push(
+          await startNodeHalf(c, log, ns, {
+            metrics: async () => ({ contentType: registry.contentType, body: (await registry.metrics()) + (await scrapeSocket(p.runtimeMetricsSocket)) }),
+            registry,
+            metricsServer: metrics,
+          }),
+        );
+      }
     }
     await done;
     await unwind();

@@ -21,6 +21,7 @@ import { imageStatus } from './image_status.js';
 import type { StreamingHandler, UnaryHandler } from './instrumented.js';
 import { listMetricDescriptors } from './metric_descriptors_list.js';
 import { runtimeConfig } from './runtime_config.js';
+import { updateRuntimeConfig } from './runtime_config_update.js';
 import { listPodSandbox } from './sandbox_list.js';
 import { listPodSandboxMetrics } from './sandbox_metrics_list.js';
 import { removePodSandbox } from './sandbox_remove.js';
@@ -41,6 +42,7 @@ export const runtimeServiceHandlers: Readonly<Record<string, UnaryHandler>> = {
   Version: version,
   Status: status,
   RuntimeConfig: runtimeConfig,
+  UpdateRuntimeConfig: updateRuntimeConfig,
   RunPodSandbox: runPodSandbox,
   StopPodSandbox: stopPodSandbox,
   RemovePodSandbox: removePodSandbox,

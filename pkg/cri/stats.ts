@@ -117,7 +117,10 @@ export function toCriPodStats(p: PodSample, ctx: CriContext): PodSandboxStats {
     txBytes: u64(c.txBytes),
     txErrors: u64(c.txErrors),
   });
-  const def = p.network?.find((c) => c.name === podInterface);
+  // kubelet (v1.37.2, cri_stats_provider_linux.go addCRIPodNetworkStats) reads default_interface of
+  // any network it is given without a nil check, and panics without one: a network always has one
+  // (eth0, else the first interface), and a pod whose interfaces cannot be read has no network.
+  const def = p.network?.find((c) => c.name === podInterface) ?? p.network?.[0];
   return {
     attributes: { id: sb.id, metadata: sb.metadata, labels: sb.labels, annotations: sb.annotations },
     linux: {
@@ -134,9 +137,7 @@ export function toCriPodStats(p: PodSample, ctx: CriContext): PodSandboxStats {
         pageFaults: u64(sum((u) => u.memory.pageFaults)),
         majorPageFaults: u64(sum((u) => u.memory.majorPageFaults)),
       },
-      ...(p.network
-        ? { network: { timestamp: ts, ...(def ? { defaultInterface: iface(def) } : {}), interfaces: p.network.map(iface) } }
-        : {}),
+      ...(p.network && def ? { network: { timestamp: ts, defaultInterface: iface(def), interfaces: p.network.map(iface) } } : {}),
       process: { timestamp: ts, processCount: u64(BigInt(running.reduce((a, u) => a + u.processes, 0))) },
       containers: p.containers.map((c) => toCriContainerStats(c, ctx)),
     },

@@ -1,8 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { openSync, closeSync } from 'node:fs';
+import { openSync, closeSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { request } from 'node:https';
+import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 
 import { exec, freePort, repoRoot, sleep } from './agent.js';
@@ -24,6 +25,13 @@ import { exec, freePort, repoRoot, sleep } from './agent.js';
 export interface ControlPlane {
   /** https://127.0.0.1:PORT */
   readonly server: string;
+  /**
+   * With reachableFromNodeNamespace: the host's own address on its default
+   * route and https://THAT:PORT, which a kubelet inside a node namespace dials
+   * (slirp4netns forwards to the host's addresses, never to its loopback).
+   */
+  readonly hostIP: string | undefined;
+  readonly hostServer: string | undefined;
   /** The cluster CA: signs the serving and client certificates, and the CSRs the controller-manager approves. */
   readonly caFile: string;
   /** A kubeconfig for a cluster admin (group system:masters). */
@@ -35,7 +43,7 @@ export interface ControlPlane {
   /** How long each start-up step took, in order, in ms (for the test's log). */
   readonly startSteps: ReadonlyArray<{ step: string; ms: number }>;
   /** A kubeconfig with a client certificate CN=system:node:NAME, O=system:nodes, signed by the cluster CA. */
-  nodeKubeconfig(nodeName: string): Promise<string>;
+  nodeKubeconfig(nodeName: string, opts?: { server?: string }): Promise<string>;
   /** Runs the bed's kubectl (as the admin unless another kubeconfig is given). */
   kubectl(args: readonly string[], opts?: { kubeconfig?: string; input?: string; timeoutMs?: number }): Promise<KubectlResult>;
   /** The tail of every component's log, for failure messages. */
@@ -90,7 +98,7 @@ class Component {
 }
 
 /** Starts etcd, kube-apiserver, kube-controller-manager and kube-scheduler and waits until pods can be made. */
-export async function startControlPlane(opts: { dir?: string } = {}): Promise<ControlPlane> {
+export async function startControlPlane(opts: { dir?: string; reachableFromNodeNamespace?: boolean } = {}): Promise<ControlPlane> {
   const tools = {
     etcd: requiredControlPlaneTool('USERNODE_ETCD'),
     apiserver: requiredControlPlaneTool('USERNODE_KUBE_APISERVER'),
@@ -101,7 +109,7 @@ export async function startControlPlane(opts: { dir?: string } = {}): Promise<Co
   for (let attempt = 1; ; attempt++) {
     const dir = opts.dir ?? (await mkdtemp('/tmp/ucp-'));
     await mkdir(dir, { recursive: true, mode: 0o700 });
-    const bed = new Bed(dir, tools.kubectl);
+    const bed = new Bed(dir, tools.kubectl, opts.reachableFromNodeNamespace ? defaultRouteIPv4() : undefined);
     try {
       await bed.start(tools);
       return bed;
@@ -130,8 +138,13 @@ class Bed implements ControlPlane {
   constructor(
     readonly dir: string,
     private readonly kubectlPath: string,
+    readonly hostIP: string | undefined,
   ) {
     this.pki = join(dir, 'pki');
+  }
+
+  get hostServer(): string | undefined {
+    return this.hostIP === undefined ? undefined : this.server.replace('127.0.0.1', this.hostIP);
   }
 
   get caFile(): string {
@@ -162,7 +175,7 @@ class Bed implements ControlPlane {
         openssl(['pkey', '-in', pki('sa.key'), '-pubout', '-out', pki('sa.pub')]),
       ),
       this.issue('etcd', '/CN=etcd', 'serverAuth,clientAuth', 'IP:127.0.0.1,DNS:localhost'),
-      this.issue('apiserver', '/CN=kube-apiserver', 'serverAuth', `IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,IP:${firstServiceIp()}`),
+      this.issue('apiserver', '/CN=kube-apiserver', 'serverAuth', `IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,IP:${firstServiceIp()}${this.hostIP ? `,IP:${this.hostIP}` : ''}`),
       this.issue('kubelet-client', `/CN=${kubeletClientUser}`, 'clientAuth'),
       this.issue('admin', '/O=system:masters/CN=usernode-test-admin', 'clientAuth'),
       this.issue('controller-manager', '/CN=system:kube-controller-manager', 'clientAuth'),
@@ -200,7 +213,9 @@ class Bed implements ControlPlane {
     ]);
 
     this.spawn('kube-apiserver', tools.apiserver, [
-      '--bind-address=127.0.0.1',
+      // Reachable from a node namespace: every address (TLS, client certificates, no anonymous access), else loopback only.
+      `--bind-address=${this.hostIP ? '0.0.0.0' : '127.0.0.1'}`,
+      ...(this.hostIP ? [`--advertise-address=${this.hostIP}`] : []),
       `--secure-port=${apiPort}`,
       `--etcd-servers=${etcdUrl}`,
       `--etcd-cafile=${pki('ca.crt')}`,
@@ -310,7 +325,7 @@ class Bed implements ControlPlane {
     ]);
   }
 
-  private async writeKubeconfig(path: string, pkiName: string): Promise<void> {
+  private async writeKubeconfig(path: string, pkiName: string, server = this.server): Promise<void> {
     const b64 = async (f: string): Promise<string> => (await readFile(f)).toString('base64');
     const user = pkiName;
     const yaml = [
@@ -319,7 +334,7 @@ class Bed implements ControlPlane {
       'clusters:',
       '- name: bed',
       '  cluster:',
-      `    server: ${this.server}`,
+      `    server: ${server}`,
       `    certificate-authority-data: ${await b64(this.caFile)}`,
       'users:',
       `- name: ${user}`,
@@ -337,12 +352,12 @@ class Bed implements ControlPlane {
     await writeFile(path, yaml, { mode: 0o600 });
   }
 
-  async nodeKubeconfig(nodeName: string): Promise<string> {
+  async nodeKubeconfig(nodeName: string, opts: { server?: string } = {}): Promise<string> {
     if (!/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(nodeName)) throw new Error(`nodeKubeconfig: node name ${JSON.stringify(nodeName)} is not a DNS subdomain`);
     const pkiName = `node-${nodeName}`;
     await this.issue(pkiName, `/O=system:nodes/CN=system:node:${nodeName}`, 'clientAuth');
     const path = join(this.dir, `node-${nodeName}.kubeconfig`);
-    await this.writeKubeconfig(path, pkiName);
+    await this.writeKubeconfig(path, pkiName, opts.server);
     return path;
   }
 
@@ -446,4 +461,13 @@ async function distinctFreePorts(n: number): Promise<number[]> {
   const ports = new Set<number>();
   while (ports.size < n) ports.add(await freePort());
   return [...ports];
+}
+
+/** The IPv4 address of the interface the host's default route leaves by. */
+function defaultRouteIPv4(): string {
+  const rows = readFileSync('/proc/net/route', 'utf8').split('\n').slice(1);
+  const iface = rows.map((r) => r.trim().split(/\s+/)).find((f) => f[1] === '00000000')?.[0];
+  const addr = iface ? networkInterfaces()[iface]?.find((a) => a.family === 'IPv4' && !a.internal)?.address : undefined;
+  if (!addr) throw new Error('the host has no default route with an IPv4 address: a node namespace cannot reach the apiserver');
+  return addr;
 }

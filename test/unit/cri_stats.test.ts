@@ -237,6 +237,17 @@ describe('ListPodSandboxStats and PodSandboxStats', () => {
     assert.ok(isCode(await rejection(call(podSandboxStats, { podSandboxId: 'nosuch' }, b.ctx)), 'NotFound'));
   });
 
+  test("a pod whose interfaces cannot be read has no network stats, never a network without its default interface (kubelet 1.37 panics on that)", async () => {
+    const b = await bed();
+    const pod = await b.pod('unread');
+    await b.ctx.pods.store.update({ ...pod, network: { ip: '10.88.0.8', additionalIps: [], cniResult: { cniVersion: '1.0.0', interfaces: [{ name: 'veth9999' }, { name: 'eth0', sandbox: '/x' }] } } });
+    await mkdir(join(b.proc, 'self', 'net'), { recursive: true });
+    await writeFile(join(b.proc, 'self', 'net', 'dev'), netDevText([]));
+    const s = (await call(podSandboxStats, { podSandboxId: pod.id }, b.ctx)).stats!;
+    assert.equal(s.linux!.network, undefined);
+    assert.ok(s.linux!.memory, 'the rest of the stats are there');
+  });
+
   test('a pod with nothing running counts its traffic at the host end of its veth, the other way round', async () => {
     const b = await bed();
     const pod = await b.pod('idle');

@@ -27,6 +27,12 @@ export interface RootlesskitOptions {
   /** rootlesskit's and slirp4netns's stdout/stderr go here. */
   logPath: string;
   mtu: number;
+  /**
+   * Folders copied up besides /etc and /run (a writable tmpfs whose entries
+   * link to the host's), e.g. /var/lib and /var/log for a kubelet, which
+   * hard-codes /var/lib/kubelet/device-plugins and writes /var/log/pods.
+   */
+  extraCopyUp?: readonly string[];
   /** Environment for rootlesskit (PATH must reach newuidmap/newgidmap). */
   env: NodeJS.ProcessEnv;
   uid: number;
@@ -65,6 +71,7 @@ export class RootlesskitDriver implements NodeNamespaceDriver {
       '--slirp4netns-seccomp=auto',
       '--copy-up=/etc',
       '--copy-up=/run',
+      ...(o.extraCopyUp ?? []).map((d) => `--copy-up=${d}`),
       // Mounts made on the host later (e.g. a new volume) still show inside.
       '--propagation=rslave',
       '--port-driver=builtin',
