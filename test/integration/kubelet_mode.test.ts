@@ -183,7 +183,11 @@ spec:
     agent = node.start(agentArgs);
     await agent.ready();
     await eventually('the old kubelet gone', async () => (alive(left) ? undefined : true), 30000);
-    const now = Number((await readFile(pidFile, 'utf8')).trim());
+    // The new kubelet writes its pid once it has started, which may be a moment after the old one is gone.
+    const now = await eventually('the new kubelet started', async () => {
+      const pid = Number((await readFile(pidFile, 'utf8').catch(() => '')).trim());
+      return pid > 0 && pid !== left && alive(pid) ? pid : undefined;
+    }, 30000);
     assert.notEqual(now, left);
     assert.match(agent.log, /stopping a kubelet left by an earlier agent/);
     assert.equal(await eventually('exec through the new kubelet', () => kubectl(['exec', 'hello', '--', 'echo', 'again']).catch(() => undefined), 60000), 'again\n');
