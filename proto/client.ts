@@ -12,6 +12,18 @@ export interface CriClients {
   close(): void;
 }
 
+type Callback<T> = (err: Error | null, res?: T) => void;
+
+/** A CRI call as a promise; a gRPC error keeps its code and names the call. */
+export function criCall<T>(cri: Pick<CriClients, 'runtime' | 'image'>, service: 'runtime' | 'image', method: string, req: object): Promise<T> {
+  const client = cri[service] as unknown as Record<string, (req: object, cb: Callback<T>) => void>;
+  return new Promise<T>((resolve, reject) =>
+    client[method]!.call(cri[service], req, (err, res) =>
+      err ? reject(Object.assign(new Error(`${method}: ${err.message}`), { code: (err as { code?: number }).code })) : resolve(res as T),
+    ),
+  );
+}
+
 export function criClients(socketPath: string): CriClients {
   const cri = loadCri();
   const target = `unix://${socketPath}`;

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 
 import type { Registry } from 'prom-client';
 
-import { criClients, type CriClients } from '../../proto/client.js';
+import { criCall, criClients, type CriClients } from '../../proto/client.js';
 import { type MetricsServer, sharedExposition } from '../../pkg/metrics/server.js';
 import { cadvisorExposition } from '../../pkg/node/kubelet_metrics.js';
 import { nodeMetrics } from '../../pkg/node/metrics.js';
@@ -32,16 +32,10 @@ import { type AgentConfig, pathsOf } from './config.js';
 /** The Kubernetes release this node speaks for (Node.status.nodeInfo.kubeletVersion). */
 const kubernetesVersion = (JSON.parse(readFileSync(new URL('../../../versions.json', import.meta.url), 'utf8')) as { kubernetes: string }).kubernetes;
 
-type Callback<T> = (err: Error | null, res?: T) => void;
-function call<T>(cri: CriClients, method: string, req: object): Promise<T> {
-  const client = cri.runtime as unknown as Record<string, (req: object, cb: Callback<T>) => void>;
-  return new Promise<T>((resolve, reject) => client[method]!.call(cri.runtime, req, (err, res) => (err ? reject(err) : resolve(res as T))));
-}
-
 /** CRI Status as Node's Ready condition wants it: both runtime conditions true, else why not. */
 async function runtimeReady(cri: CriClients): Promise<{ ready: boolean; message: string }> {
   try {
-    const s = await call<{ status?: { conditions?: Array<{ type: string; status: boolean; reason: string; message: string }> } }>(cri, 'Status', {});
+    const s = await criCall<{ status?: { conditions?: Array<{ type: string; status: boolean; reason: string; message: string }> } }>(cri, 'runtime', 'Status', {});
     const bad = (s.status?.conditions ?? []).filter((c) => (c.type === 'RuntimeReady' || c.type === 'NetworkReady') && !c.status);
     return bad.length === 0 ? { ready: true, message: '' } : { ready: false, message: bad.map((c) => `${c.type}=false reason:${c.reason} message:${c.message}`).join('; ') };
   } catch (e: unknown) {
@@ -77,7 +71,9 @@ export async function startNodeHalf(c: AgentConfig, log: Logger, ns: NodeNamespa
     let podConfig: PodConfig | undefined;
     // Set once the API client is made, before any pod is synced.
     let objects: ApiClusterObjects | undefined;
-    const runtimeName = (await call<{ runtimeName: string }>(cri, 'Version', { version: 'v1' }).catch(() => undefined))?.runtimeName || 'usernode';
+    // The runtime's name and version: containerIDs are <name>://<id>, the Node's runtime is <name>://<version>.
+    const version = await criCall<{ runtimeName: string; runtimeVersion: string }>(cri, 'runtime', 'Version', { version: 'v1' }).catch(() => undefined);
+    const runtimeName = version?.runtimeName || 'usernode';
     // Probes: exec through the CRI; the network kinds from one worker inside the node namespace, where pod IPs are.
     const net = netProber({ enter: (argv) => enterArgv(c.tools.nsenter ?? 'nsenter', ns, argv), log: log.child('prober') });
     cleanup.push(() => net.close());
@@ -160,6 +156,7 @@ export async function startNodeHalf(c: AgentConfig, log: Logger, ns: NodeNamespa
     }
 
     if (api) {
+      if (!version) throw new Error('the CRI runtime does not answer Version: the Node cannot name its container runtime');
       const { NodeController } = await import('../../pkg/node/node_controller.js');
       const { PodInformer } = await import('../../pkg/node/pod_informer.js');
       const { PodStatusWriter } = await import('../../pkg/node/pod_status_writer.js');
@@ -167,7 +164,6 @@ export async function startNodeHalf(c: AgentConfig, log: Logger, ns: NodeNamespa
       objects = (await import('../../pkg/node/cluster_objects.js')).clusterObjects(api);
       const made = objects;
       cleanup.push(() => made.close());
-      const versionInfo = await call<{ runtimeName: string; runtimeVersion: string }>(cri, 'Version', { version: 'v1' });
       const nodes = new NodeController({
         api,
         node: {
@@ -176,7 +172,7 @@ export async function startNodeHalf(c: AgentConfig, log: Logger, ns: NodeNamespa
           taints: c.cluster.taints,
           reserved: { cpuMillis: 0, memoryBytes: 0 },
           maxPods: c.cluster.maxPods,
-          runtimeVersion: `${versionInfo.runtimeName}://${versionInfo.runtimeVersion}`,
+          runtimeVersion: `${runtimeName}://${version.runtimeVersion}`,
           kubeletVersion: `${kubernetesVersion}-usernode.${agentVersion}`,
           kubeletPort,
         },

@@ -1,4 +1,4 @@
-import type { CriClients } from '../../proto/client.js';
+import { criCall, type CriClients } from '../../proto/client.js';
 import type { Container__Output } from '../../proto/generated/runtime/v1/Container.js';
 import type { ContainerStatusResponse__Output } from '../../proto/generated/runtime/v1/ContainerStatusResponse.js';
 import type { PodSandbox__Output } from '../../proto/generated/runtime/v1/PodSandbox.js';
@@ -25,17 +25,7 @@ export class KubeletApiError extends Error {
   }
 }
 
-type Callback<T> = (err: Error | null, res?: T) => void;
-
-/** A CRI call as a promise; a gRPC error keeps its code and names the call. */
-export function criCall<T>(cri: CriClients, service: 'runtime' | 'image', method: string, req: object): Promise<T> {
-  const client = cri[service] as unknown as Record<string, (req: object, cb: Callback<T>) => void>;
-  return new Promise<T>((resolve, reject) =>
-    client[method]!.call(cri[service], req, (err, res) =>
-      err ? reject(Object.assign(new Error(`${method}: ${err.message}`), { code: (err as { code?: number }).code })) : resolve(res as T),
-    ),
-  );
-}
+export { criCall };
 
 const byNewest = (a: { createdAt: string }, b: { createdAt: string }): number => {
   const x = BigInt(a.createdAt || '0');

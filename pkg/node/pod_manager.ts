@@ -2,7 +2,7 @@ import { chmod, mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { totalmem } from 'node:os';
 import { isAbsolute, join } from 'node:path';
 
-import type { CriClients } from '../../proto/client.js';
+import { criCall, type CriClients } from '../../proto/client.js';
 import type { Logger } from '../log/logger.js';
 import type { LifecycleHandler, Probe } from './container_spec.js';
 import { parseCriLog } from './cri_log.js';
@@ -183,8 +183,6 @@ export interface PodManagerOptions {
   onPodRunning?: (pod: PodManifest, firstSeenMs: number, nowMs: number) => void;
 }
 
-type Callback<T> = (err: Error | null, res?: T) => void;
-
 const nsToMs = (ns: string | undefined): number => (ns && ns !== '0' ? Number(BigInt(ns) / 1000000n) : 0);
 
 export class PodManager {
@@ -215,15 +213,11 @@ export class PodManager {
   }
 
   private call<T>(service: 'runtime' | 'image', method: string, req: object): Promise<T> {
-    const client = this.o.cri[service] as unknown as Record<string, (req: object, cb: Callback<T>) => void>;
     const start = performance.now();
-    return new Promise<T>((resolve, reject) =>
-      client[method]!.call(this.o.cri[service], req, (err, res) => {
-        this.o.onCriCall?.(method, (performance.now() - start) / 1000, !err);
-        if (err) reject(Object.assign(new Error(`${method}: ${err.message}`), { code: (err as { code?: number }).code }));
-        else resolve(res as T);
-      }),
-    );
+    const p = criCall<T>(this.o.cri, service, method, req);
+    const done = (ok: boolean) => () => this.o.onCriCall?.(method, (performance.now() - start) / 1000, ok);
+    p.then(done(true), done(false));
+    return p;
   }
 
   private event(pod: PodManifest, e: PodEvent): void {
