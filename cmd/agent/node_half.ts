@@ -158,10 +158,10 @@ export async function startNodeHalf(c: AgentConfig, log: Logger, ns: NodeNamespa
     if (api) {
       if (!version) throw new Error('the CRI runtime does not answer Version: the Node cannot name its container runtime');
       const { NodeController } = await import('../../pkg/node/node_controller.js');
-      const { PodInformer } = await import('../../pkg/node/pod_informer.js');
+      const { podInformer } = await import('../../pkg/node/informer.js');
       const { PodStatusWriter } = await import('../../pkg/node/pod_status_writer.js');
       const { EventRecorder } = await import('../../pkg/node/event_recorder.js');
-      objects = (await import('../../pkg/node/cluster_objects.js')).clusterObjects(api);
+      objects = (await import('../../pkg/node/cluster_objects.js')).clusterObjects(api, log.child('cluster-objects'));
       const made = objects;
       cleanup.push(() => made.close());
       const nodes = new NodeController({
@@ -190,7 +190,7 @@ export async function startNodeHalf(c: AgentConfig, log: Logger, ns: NodeNamespa
       const statuses = new PodStatusWriter(api, log.child('pod-status'));
       cleanup.push(() => statuses.drain(2000));
       podConfig = new PodConfig({ nodeName, log: log.child('pod-config'), worker: pods, cluster: { api, statuses, events, nodeUid: () => nodes.uid } });
-      const informer = new PodInformer({ api, nodeName, log: log.child('pod-informer'), onPods: (list) => podConfig!.setApi(list) });
+      const informer = podInformer({ api, nodeName, log: log.child('pod-informer'), onPods: (list) => podConfig!.setApi(list) });
       informer.start();
       void nodes.ready.then(() => podConfig!.refresh());
       cleanup.push(() => informer.stop());

@@ -1,6 +1,8 @@
-import { ListWatch, type V1Service, Watch } from '@kubernetes/client-node';
+import type { KubernetesObject } from '@kubernetes/client-node';
 
-import { type KubeApi, plain, statusOf, timely } from './kube_api.js';
+import type { Logger } from '../log/logger.js';
+import { Informer } from './informer.js';
+import { type Json, type KubeApi, plain, statusOf, timely } from './kube_api.js';
 import type { ServiceInfo } from './pod_env.js';
 
 // What a pod's volumes and env read from the API server, with the node's own
@@ -21,26 +23,18 @@ const orUndefined = <T>(p: Promise<T>, what: string): Promise<T | undefined> => 
 
 const decode = (m: Record<string, string> | undefined): Record<string, Buffer> => Object.fromEntries(Object.entries(m ?? {}).map(([k, v]) => [k, Buffer.from(v, 'base64')]));
 
-export function clusterObjects(api: KubeApi): ApiClusterObjects {
+export function clusterObjects(api: KubeApi, log: Logger): ApiClusterObjects {
   // Services by a list-and-watch started on first use, as kubelet's service
   // informer: a service made a moment before a pod is in that pod's env.
-  let services: { lw: ListWatch<V1Service>; listed: Promise<void> } | undefined;
-  let closed = false;
-  const watchServices = (): { lw: ListWatch<V1Service>; listed: Promise<void> } => {
-    if (services) return services;
-    const lw = new ListWatch<V1Service>('/api/v1/services', new Watch(api.kc), () => api.core.listServiceForAllNamespaces({}), false);
-    let failures = 0;
-    lw.on('error', () => {
-      if (closed) return;
-      // Resumed from the last resource version after a back-off; a 410 relists (the client's own rule).
-      const t = setTimeout(() => void lw.start().catch(() => undefined), Math.min(500 * 2 ** failures++, 30000));
-      t.unref();
-    });
-    lw.on('connect', () => (failures = 0));
-    services = { lw, listed: lw.start() };
+  let services: Informer<KubernetesObject> | undefined;
+  const watchServices = (): Informer<KubernetesObject> => {
+    if (!services) {
+      services = new Informer({ api, path: '/api/v1/services', list: () => api.core.listServiceForAllNamespaces({}), what: 'service', log });
+      services.start();
+    }
     return services;
   };
-  const serviceInfo = (o: V1Service): ServiceInfo => {
+  const serviceInfo = (o: Json): ServiceInfo => {
     const s = plain<{ metadata: { namespace: string; name: string }; spec?: { clusterIP?: string; ports?: Array<{ name?: string; port: number; protocol?: string }> } }>(o);
     return {
       namespace: s.metadata.namespace,
@@ -51,15 +45,13 @@ export function clusterObjects(api: KubeApi): ApiClusterObjects {
   };
   return {
     async close() {
-      closed = true;
-      await services?.lw.stop();
+      await services?.stop();
     },
     async services(namespace) {
       const w = watchServices();
-      await timely(w.listed, 'the service list');
       // kubelet's own words: a container is not made with half its environment.
-      if (w.lw.latestResourceVersion() === '') throw new Error('services have not yet been read at least once, cannot construct envvars');
-      return [...w.lw.list(namespace), ...(namespace === 'default' ? [] : w.lw.list('default').filter((x) => x.metadata?.name === 'kubernetes'))].map(serviceInfo);
+      if (!w.hasSynced) await timely(w.listed, 'the service list').catch(() => Promise.reject(new Error('services have not yet been read at least once, cannot construct envvars')));
+      return [...w.list(namespace), ...(namespace === 'default' ? [] : w.list('default').filter((x) => (x.metadata as { name?: string } | undefined)?.name === 'kubernetes'))].map(serviceInfo);
     },
     async configMap(namespace, name) {
       const cm = await orUndefined(api.core.readNamespacedConfigMap({ name, namespace }), `configmap ${namespace}/${name}`);

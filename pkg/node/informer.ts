@@ -1,27 +1,33 @@
-import { ListWatch, type V1Pod, Watch } from '@kubernetes/client-node';
+import { type KubernetesListObject, type KubernetesObject, ListWatch, Watch } from '@kubernetes/client-node';
 
 import type { Logger } from '../log/logger.js';
 import { type Json, type KubeApi, messageOf, plain } from './kube_api.js';
 
-// The pods the scheduler bound to this node: a list-and-watch of
-// /api/v1/pods with fieldSelector spec.nodeName=<node> (the selector the
-// Node authorizer expects of a kubelet). The client's ListWatch relists on
+// A list-and-watch of one kind, as the node half's informers: the pods the
+// scheduler bound to this node (/api/v1/pods, fieldSelector
+// spec.nodeName=<node>, the selector the Node authorizer expects of a
+// kubelet) and the services for env vars. The client's ListWatch relists on
 // 410 Gone by itself; any other end of the watch (the API server gone, a
 // network error) is retried here with a back-off, from the last resource
 // version, so a restarted API server is caught up with, not missed.
 
-export interface PodInformerOptions {
+export interface InformerOptions<T extends KubernetesObject> {
   api: KubeApi;
-  nodeName: string;
+  /** The collection, e.g. /api/v1/pods. */
+  path: string;
+  list: () => Promise<KubernetesListObject<T>>;
+  fieldSelector?: string;
+  /** What the log calls it when the watch ends. */
+  what: string;
   log: Logger;
-  /** Every change of the set: all pods bound to the node, as plain JSON. */
-  onPods: (pods: Json[]) => void;
+  /** Every change of the set, all objects as plain JSON (only after a whole list). */
+  onChange?: (objects: Json[]) => void;
   /** Back-off after a failed list or watch (ms, by attempt); injectable for tests. */
   retryDelay?: (attempt: number) => number;
 }
 
-export class PodInformer {
-  private lw: ListWatch<V1Pod> | undefined;
+export class Informer<T extends KubernetesObject> {
+  private lw: ListWatch<T> | undefined;
   private timer: NodeJS.Timeout | undefined;
   private failures = 0;
   private stopped = false;
@@ -30,16 +36,14 @@ export class PodInformer {
   /** Resolves after the first complete list. */
   readonly listed: Promise<void>;
 
-  constructor(private readonly o: PodInformerOptions) {
+  constructor(private readonly o: InformerOptions<T>) {
     let r!: () => void;
     this.listed = new Promise<void>((resolve) => (r = resolve));
     this.syncedResolve = r;
   }
 
   start(): void {
-    const fieldSelector = `spec.nodeName=${this.o.nodeName}`;
-    const list = () => this.o.api.core.listPodForAllNamespaces({ fieldSelector });
-    this.lw = new ListWatch<V1Pod>('/api/v1/pods', new Watch(this.o.api.kc), list, false, undefined, fieldSelector);
+    this.lw = new ListWatch<T>(this.o.path, new Watch(this.o.api.kc), this.o.list, false, undefined, this.o.fieldSelector);
     const changed = (): void => this.emit();
     this.lw.on('add', changed);
     this.lw.on('update', changed);
@@ -48,7 +52,7 @@ export class PodInformer {
       if (this.stopped) return;
       this.failures++;
       const delay = (this.o.retryDelay ?? ((n) => Math.min(500 * 2 ** (n - 1), 30000)))(this.failures);
-      this.o.log.warn('the pod watch ended; retrying', { error: messageOf(e), retryInMs: delay });
+      this.o.log.warn(`the ${this.o.what} watch ended; retrying`, { error: messageOf(e), retryInMs: delay });
       clearTimeout(this.timer);
       this.timer = setTimeout(() => void this.startOnce(), delay);
       this.timer.unref();
@@ -70,17 +74,22 @@ export class PodInformer {
     }
   }
 
-  /** Has a whole list been seen (so a pod missing from it is really gone)? */
+  /** Has a whole list been seen (so an object missing from it is really gone)? */
   get hasSynced(): boolean {
     return this.synced;
   }
 
   private emit(): void {
     if (!this.lw || !this.synced) return;
-    this.o.onPods(this.lw.list().map((p) => plain(p)));
+    this.o.onChange?.(this.list());
   }
 
-  /** The cached pod, if the node has it. */
+  /** The cached objects (of one namespace), as plain JSON. */
+  list(namespace?: string): Json[] {
+    return (this.lw?.list(namespace) ?? []).map((p) => plain(p));
+  }
+
+  /** The cached object, if there is one. */
   get(namespace: string, name: string): Json | undefined {
     const p = this.lw?.get(name, namespace);
     return p ? plain(p) : undefined;
@@ -91,4 +100,19 @@ export class PodInformer {
     clearTimeout(this.timer);
     await this.lw?.stop();
   }
+}
+
+/** The pods bound to this node. */
+export function podInformer(o: { api: KubeApi; nodeName: string; log: Logger; onPods: (pods: Json[]) => void; retryDelay?: (attempt: number) => number }): Informer<KubernetesObject> {
+  const fieldSelector = `spec.nodeName=${o.nodeName}`;
+  return new Informer({
+    api: o.api,
+    path: '/api/v1/pods',
+    list: () => o.api.core.listPodForAllNamespaces({ fieldSelector }),
+    fieldSelector,
+    what: 'pod',
+    log: o.log,
+    onChange: o.onPods,
+    ...(o.retryDelay ? { retryDelay: o.retryDelay } : {}),
+  });
 }
