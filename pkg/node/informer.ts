@@ -89,12 +89,6 @@ export class Informer<T extends KubernetesObject> {
     return (this.lw?.list(namespace) ?? []).map((p) => plain(p));
   }
 
-  /** The cached object, if there is one. */
-  get(namespace: string, name: string): Json | undefined {
-    const p = this.lw?.get(name, namespace);
-    return p ? plain(p) : undefined;
-  }
-
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
