@@ -1,8 +1,7 @@
-import { readFile } from 'node:fs/promises';
 import type { ServerResponse } from 'node:http';
 
 import type { CriClients } from '../../proto/client.js';
-import { followCriLog, type LogOptions, parseCriLog, renderLogs, rfc3339Ns } from './cri_log.js';
+import { followCriLog, type LogOptions, readCriLog, rfc3339Ns } from './cri_log.js';
 import { containerStatus, findContainer, KubeletApiError } from './kubelet_pods.js';
 
 // /containerLogs/{namespace}/{pod}/{container}: what `kubectl logs` reads,
@@ -69,8 +68,9 @@ export async function serveContainerLogs(cri: CriClients, ns: string, pod: strin
   if (st.state === 'CONTAINER_CREATED') throw new KubeletApiError(400, `container "${container}" in pod "${pod}" is waiting to start: ContainerCreating`);
   res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-cache' });
   if (!o.follow || o.previous || st.state !== 'CONTAINER_RUNNING') {
-    const text = await readFile(st.logPath, 'utf8').catch((e: NodeJS.ErrnoException) => (e.code === 'ENOENT' ? '' : Promise.reject(e)));
-    res.end(renderLogs(parseCriLog(text), o));
+    // Read in blocks from where the tail starts, written at the client's pace: the cost is what is sent.
+    await readCriLog(st.logPath, o, (text) => writePaced(res, text), { signal });
+    res.end();
     return;
   }
   res.flushHeaders();

@@ -1,11 +1,11 @@
-import { chmod, mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, open, rm, writeFile } from 'node:fs/promises';
 import { totalmem } from 'node:os';
 import { isAbsolute, join } from 'node:path';
 
 import { criCall, type CriClients } from '../../proto/client.js';
 import type { Logger } from '../log/logger.js';
 import type { LifecycleHandler, Probe } from './container_spec.js';
-import { parseCriLog } from './cri_log.js';
+import { tailCriLog } from './cri_log.js';
 import { containerEnv, expandCommand, type NodeAllocatable, type PodFields } from './pod_env.js';
 import type { PodContainer, PodManifest } from './pod_manifest.js';
 import { type ClusterObjects, type CriMount, podsWithVolumes, type PodVolumes, setUpPodVolumes, tearDownPodVolumes } from './pod_volumes.js';
@@ -906,8 +906,7 @@ export class PodManager {
     let message = s.message || (await this.readMessageFile(pod, c, s.metadata?.attempt ?? 0));
     if (message === '' && c.terminationMessagePolicy === 'FallbackToLogsOnError' && s.exitCode !== 0 && s.logPath !== '') {
       const path = isAbsolute(s.logPath) ? s.logPath : join(this.logDirectory(pod), s.logPath);
-      const text = parseCriLog(await readFile(path, 'utf8').catch(() => ''))
-        .slice(-logMessageLines)
+      const text = (await tailCriLog(path, logMessageLines).catch(() => []))
         .map((l) => l.text)
         .join('');
       message = Buffer.from(text).subarray(-logMessageBytes).toString();
