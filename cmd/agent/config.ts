@@ -8,6 +8,7 @@ import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { invalidArgument } from '../../pkg/errdefs/errors.js';
 import { isLogLevel, type LogLevel } from '../../pkg/log/logger.js';
 import type { ToolPaths } from '../../pkg/node/preflight.js';
+import { parseQuantity } from '../../pkg/node/quantity.js';
 
 // The agent's configuration: defaults from the user's XDG folders, then the
 // config file (YAML), then flags. This file and main.ts are the only places
@@ -44,6 +45,17 @@ export interface AgentConfig {
   registries: Record<string, { plainHttp?: boolean; mirrors?: string[] }>;
   /** Joining a cluster (kubelet's flags of the same names). */
   cluster: ClusterConfig;
+  /** Container log rotation (kubelet's containerLogMaxSize, containerLogMaxFiles, containerLogMonitorInterval). */
+  containerLogs: ContainerLogConfig;
+}
+
+export interface ContainerLogConfig {
+  maxSizeBytes: number;
+  maxFiles: number;
+  monitorIntervalMs: number;
+  /** As written (kubelet's own syntax), for kubelet mode's KubeletConfiguration. */
+  maxSize: string;
+  monitorInterval: string;
 }
 
 export interface ClusterConfig {
@@ -148,7 +160,8 @@ export interface ConfigFlags {
 const helperTools = ['sleep', 'mount', 'umount', 'mknod', 'mkfifo', 'setfattr', 'cp', 'unshare', 'socat', 'script', 'stty', 'ip', 'sysctl'] as const;
 const toolKeys = ['rootlesskit', 'slirp4netns', 'newuidmap', 'newgidmap', 'runc', 'conmon', 'catatonit', 'nsenter', 'iptables', ...helperTools] as const;
 const clusterKeys = ['kubeconfig', 'nodeName', 'nodeIP', 'nodeLabels', 'registerWithTaints', 'maxPods', 'kubeletAddress', 'clientCAFile', 'tlsCertFile', 'tlsKeyFile', 'anonymousAuth', 'clusterDNS', 'clusterDomain', 'kubelet'] as const;
-const topKeys = ['criSocket', 'dataDir', 'runtimeDir', 'logLevel', 'network', 'tools', 'registries', 'snapshotter', 'metricsAddress', 'streamingAddress', 'staticPodPath', ...clusterKeys] as const;
+const containerLogKeys = ['containerLogMaxSize', 'containerLogMaxFiles', 'containerLogMonitorInterval'] as const;
+const topKeys = ['criSocket', 'dataDir', 'runtimeDir', 'logLevel', 'network', 'tools', 'registries', 'snapshotter', 'metricsAddress', 'streamingAddress', 'staticPodPath', ...containerLogKeys, ...clusterKeys] as const;
 const networkKeys = ['mtu', 'podCIDR', 'bridge'] as const;
 
 export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.env): AgentConfig {
@@ -235,7 +248,45 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
     streaming: addressOf(file, 'streamingAddress', '127.0.0.1:0', where),
     staticPodPath: staticPodPathOf(file, env.XDG_CONFIG_HOME || join(env.HOME || homedir(), '.config'), where),
     cluster: clusterOf(file, flags, where),
+    containerLogs: containerLogsOf(file, where),
   };
+}
+
+/**
+ * kubelet's log rotation settings and their checks: a quantity of bytes
+ * (10Mi), at least 2 files (the current one and one rotated), an interval
+ * in Go's duration syntax of at least 3s.
+ */
+export function containerLogsOf(t: Table, where: string): ContainerLogConfig {
+  const sizeField = `${where}: containerLogMaxSize`;
+  const sizeRaw = t.containerLogMaxSize ?? '10Mi';
+  let maxSizeBytes: number;
+  try {
+    if (typeof sizeRaw !== 'string' && typeof sizeRaw !== 'number') throw new Error();
+    maxSizeBytes = Math.floor(parseQuantity(sizeRaw, sizeField));
+  } catch {
+    throw bad(`must be a quantity of bytes such as 10Mi, 500Ki or 1G, got ${JSON.stringify(sizeRaw)}`, { field: sizeField });
+  }
+  if (maxSizeBytes < 1) throw bad(`must be at least 1 byte, got ${JSON.stringify(sizeRaw)}`, { field: sizeField });
+  const maxFiles = t.containerLogMaxFiles ?? 5;
+  if (typeof maxFiles !== 'number' || !Number.isInteger(maxFiles) || maxFiles < 2) {
+    throw bad(`must be a whole number greater than 1 (the current file and at least one rotated), got ${JSON.stringify(maxFiles)}`, { field: `${where}: containerLogMaxFiles` });
+  }
+  const intervalField = `${where}: containerLogMonitorInterval`;
+  const intervalRaw = t.containerLogMonitorInterval ?? '10s';
+  const monitorIntervalMs = typeof intervalRaw === 'string' ? goDurationMs(intervalRaw) : undefined;
+  if (monitorIntervalMs === undefined) throw bad(`must be a duration such as 10s or 1m30s, got ${JSON.stringify(intervalRaw)}`, { field: intervalField });
+  if (monitorIntervalMs < 3000) throw bad(`must be at least 3s, got ${JSON.stringify(intervalRaw)}`, { field: intervalField });
+  return { maxSizeBytes, maxFiles, monitorIntervalMs, maxSize: String(sizeRaw), monitorInterval: intervalRaw as string };
+}
+
+/** A Go time.Duration string (1h2m3.5s, 500ms) in milliseconds; undefined when it is not one. */
+export function goDurationMs(s: string): number | undefined {
+  const units: Record<string, number> = { ns: 1e-6, us: 1e-3, 'µs': 1e-3, ms: 1, s: 1000, m: 60000, h: 3600000 };
+  if (!/^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$/.test(s)) return undefined;
+  let ms = 0;
+  for (const m of s.matchAll(/(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/g)) ms += Number(m[1]) * units[m[2]!]!;
+  return ms;
 }
 
 // kubelet refuses --node-labels in the kubernetes.io and k8s.io namespaces

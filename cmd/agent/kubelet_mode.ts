@@ -103,6 +103,7 @@ export async function startKubeletMode(c: AgentConfig, log: Logger, ns: NodeName
     taints: c.cluster.taints,
     configPath: p.kubeletConfig,
     rootDir: kubeletRootDir,
+    containerLogs: { maxSize: c.containerLogs.maxSize, maxFiles: c.containerLogs.maxFiles, monitorInterval: c.containerLogs.monitorInterval },
   };
   await mkdir(c.staticPodPath, { recursive: true });
   await writeFile(`${p.kubeletConfig}.tmp`, kubeletConfigurationYaml(settings), { mode: 0o600 });

@@ -21,6 +21,7 @@ import { execProber } from '../../pkg/node/prober_exec.js';
 import { type ClusterObjects, memoryVolumeRoot } from '../../pkg/node/pod_volumes.js';
 import type { ApiClusterObjects } from '../../pkg/node/cluster_objects.js';
 import { StaticPods } from '../../pkg/node/static_pods.js';
+import { ContainerLogManager } from '../../pkg/node/container_log_manager.js';
 import { agentVersion } from './version.js';
 import { type AgentConfig, pathsOf } from './config.js';
 
@@ -204,6 +205,25 @@ export async function startNodeHalf(c: AgentConfig, log: Logger, ns: NodeNamespa
     cleanup.push(() => manifests.stop());
     pods.start();
     cleanup.push(() => pods.stop());
+    // kubelet's container log manager: rotation by size and count, through the runtime's ReopenContainerLog.
+    const logs = new ContainerLogManager({
+      runtime: {
+        runningContainers: async () =>
+          (await criCall<{ containers: Array<{ id: string; state: string }> }>(cri, 'runtime', 'ListContainers', { filter: { state: { state: 'CONTAINER_RUNNING' } } })).containers
+            .filter((x) => x.state === 'CONTAINER_RUNNING')
+            .map((x) => x.id),
+        logPath: async (id) => (await criCall<{ status?: { logPath?: string } }>(cri, 'runtime', 'ContainerStatus', { containerId: id })).status?.logPath ?? '',
+        reopenLog: async (id) => void (await criCall(cri, 'runtime', 'ReopenContainerLog', { containerId: id })),
+      },
+      policy: c.containerLogs,
+      log: log.child('container-logs'),
+    });
+    const stopLogs = new AbortController();
+    const logsRun = logs.run(stopLogs.signal);
+    cleanup.push(async () => {
+      stopLogs.abort();
+      await logsRun;
+    });
     log.info('static pods from', { dir: c.staticPodPath });
     return unwind;
   } catch (e: unknown) {

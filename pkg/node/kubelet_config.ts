@@ -31,6 +31,8 @@ export interface KubeletModeSettings {
   /** The cluster DNS service IPs and domain for ClusterFirst pods (kubelet's clusterDNS, clusterDomain). */
   clusterDNS?: readonly string[];
   clusterDomain?: string;
+  /** Container log rotation, as the agent's own node half does it (kubelet's names and syntax: 10Mi, 5, 10s). */
+  containerLogs?: { maxSize: string; maxFiles: number; monitorInterval: string };
 }
 
 /** kubelet's fixed folders inside the node namespace: the device plugin manager ignores --root-dir. */
@@ -80,6 +82,10 @@ export function kubeletConfiguration(s: KubeletModeSettings): Record<string, unk
     ...(s.taints.length > 0 ? { registerWithTaints: s.taints.map((t) => ({ key: t.key, ...(t.value !== undefined ? { value: t.value } : {}), effect: t.effect })) } : {}),
     healthzBindAddress: '127.0.0.1',
     healthzPort: 10248,
+    // kubelet rotates through the runtime's ReopenContainerLog; the same settings as the node half's.
+    ...(s.containerLogs !== undefined
+      ? { containerLogMaxSize: s.containerLogs.maxSize, containerLogMaxFiles: s.containerLogs.maxFiles, containerLogMonitorInterval: s.containerLogs.monitorInterval }
+      : {}),
   };
 }
 

@@ -340,3 +340,32 @@ describe('streamingAddress', () => {
     rejects({ config: f }, [f, 'streamingAddress', 'host:port']);
   });
 });
+
+describe('container log rotation settings (kubelet names, syntax and defaults)', () => {
+  test("kubelet's defaults: 10Mi, 5 files, every 10s", () => {
+    const c = loadConfig({}, env);
+    assert.deepEqual(c.containerLogs, { maxSizeBytes: 10 * 1024 * 1024, maxFiles: 5, monitorIntervalMs: 10000, maxSize: '10Mi', monitorInterval: '10s' });
+  });
+  test('quantities and durations as kubelet writes them', async () => {
+    const c = loadConfig({ config: await configFile('containerLogMaxSize: 64Ki\ncontainerLogMaxFiles: 3\ncontainerLogMonitorInterval: 1m30s\n') }, env);
+    assert.deepEqual(c.containerLogs, { maxSizeBytes: 65536, maxFiles: 3, monitorIntervalMs: 90000, maxSize: '64Ki', monitorInterval: '1m30s' });
+    assert.equal(loadConfig({ config: await configFile('containerLogMaxSize: 1M\n') }, env).containerLogs.maxSizeBytes, 1000000);
+    assert.equal(loadConfig({ config: await configFile('containerLogMaxSize: 4096\n') }, env).containerLogs.maxSizeBytes, 4096);
+  });
+  test('bad values name the file and the setting', async () => {
+    for (const [text, key, why] of [
+      ['containerLogMaxSize: ten megs', 'containerLogMaxSize', /quantity of bytes such as 10Mi/],
+      ['containerLogMaxSize: 0', 'containerLogMaxSize', /at least 1 byte/],
+      ['containerLogMaxSize: -1Mi', 'containerLogMaxSize', /quantity/],
+      ['containerLogMaxSize: [1]', 'containerLogMaxSize', /quantity/],
+      ['containerLogMaxFiles: 1', 'containerLogMaxFiles', /greater than 1/],
+      ['containerLogMaxFiles: 2.5', 'containerLogMaxFiles', /whole number/],
+      ['containerLogMaxFiles: "5"', 'containerLogMaxFiles', /whole number/],
+      ['containerLogMonitorInterval: 2s', 'containerLogMonitorInterval', /at least 3s/],
+      ['containerLogMonitorInterval: 10', 'containerLogMonitorInterval', /duration such as 10s/],
+    ] as const) {
+      const path = await configFile(`${text}\n`);
+      rejects({ config: path }, [`${path}: ${key}`, why]);
+    }
+  });
+});
