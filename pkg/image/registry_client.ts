@@ -46,8 +46,10 @@ export interface FetchedManifest {
 }
 
 const maxManifestBytes = 4 * 1024 * 1024;
+const maxCachedAuth = 1024;
 
 export class RegistryClient {
+  /** Authorization headers by (endpoint, repository scope, credential identity). */
   private readonly tokens = new Map<string, string>();
   private readonly doFetch: typeof fetch;
 
@@ -139,7 +141,9 @@ export class RegistryClient {
   ): Promise<Response> {
     const scope = `repository:${ref.path}:pull`;
     const origin = new URL(url).origin;
-    const key = `${origin} ${scope}`;
+    // Per credential: a token or Basic header earned with one client's credentials is never sent for another
+    // client's pull, and never for an anonymous one (a private image must stay private after someone pulled it).
+    const key = `${origin} ${scope} ${credentialIdentity(o.creds)}`;
     const headers: Record<string, string> = { accept: o.accept, 'user-agent': 'usernode' };
     const cached = this.tokens.get(key);
     if (o.creds?.registryToken) headers.authorization = `Bearer ${o.creds.registryToken}`;
@@ -157,7 +161,13 @@ export class RegistryClient {
     } else {
       auth = `Bearer ${await this.token(challenge.params, scope, o.creds, o.signal, ref)}`;
     }
+    this.tokens.delete(key);
     this.tokens.set(key, auth);
+    // One entry per repository and credential: the oldest go first past a bound (an entry is only a shortcut).
+    for (const k of this.tokens.keys()) {
+      if (this.tokens.size <= maxCachedAuth) break;
+      this.tokens.delete(k);
+    }
     headers.authorization = auth;
     res = await this.send(url, headers, o.signal);
     if (res.status === 401 || res.status === 403) {
@@ -216,6 +226,16 @@ export class RegistryClient {
     const t = AbortSignal.timeout(this.opts.timeoutMs ?? 30000);
     return signal ? AbortSignal.any([signal, t]) : t;
   }
+}
+
+/**
+ * Which credential a request carries, as a cache key: a hash of every field
+ * (so no secret sits in the key), or "anonymous" for none.
+ */
+export function credentialIdentity(c: Credentials | undefined): string {
+  const fields = [c?.username, c?.password, c?.auth, c?.identityToken, c?.registryToken].map((v) => v ?? '');
+  if (fields.every((v) => v === '')) return 'anonymous';
+  return createHash('sha256').update(JSON.stringify(fields)).digest('hex');
 }
 
 function basicOf(c: Credentials | undefined): string | undefined {
