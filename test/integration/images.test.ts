@@ -155,6 +155,13 @@ describe('usernode images: pull, list, inspect, remove, faults, critest', () => 
     const right = await node.crictl(['pull', '--creds', bed.authUser, ref]);
     assert.equal(right.code, 0, right.stderr);
     assert.match(right.stdout, new RegExp(img(ref).configDigest));
+    // The runtime cached what the right credentials earned: none of it serves a pull without them, or with others.
+    const after = await node.crictl(['pull', ref]);
+    assert.notEqual(after.code, 0, 'an anonymous pull succeeded after an authenticated pull of the private image');
+    assert.match(after.stderr, /PermissionDenied.*requires credentials/);
+    const wrongAfter = await node.crictl(['pull', '--creds', 'usernode:wrong', ref]);
+    assert.notEqual(wrongAfter.code, 0, 'a pull with wrong credentials succeeded after an authenticated pull');
+    assert.equal((await node.crictl(['pull', '--creds', bed.authUser, ref])).code, 0);
   });
 
   it('follows a Bearer challenge to the token realm, with the credentials, and is refused without them', async () => {
@@ -170,6 +177,10 @@ describe('usernode images: pull, list, inspect, remove, faults, critest', () => 
       const granted = bearer.tokenRequests.filter((r) => r.ok);
       assert.ok(granted.length >= 1);
       assert.deepEqual(granted[0], { service: 'fake-registry', scope: 'repository:private/bearer:pull', ok: true });
+      // The token is the credentials' own: an anonymous pull afterwards asks for one of its own and is refused.
+      const again = await node.crictl(['pull', ref]);
+      assert.notEqual(again.code, 0, 'an anonymous pull reused the token of an authenticated one');
+      assert.match(again.stderr, /PermissionDenied/);
     }
   });
 
