@@ -163,6 +163,14 @@ export class ContainerLogManager {
   }
 }
 
+/** A removed container's log and every file rotated from it (kubelet's containerLogManager.Clean). */
+export async function removeContainerLogs(path: string): Promise<void> {
+  const dir = dirname(path);
+  const prefix = `${basename(path)}.`;
+  const names = await readdir(dir).catch(() => [] as string[]);
+  for (const n of [basename(path), ...names.filter((x) => x.startsWith(prefix))]) await rm(join(dir, n), { force: true });
+}
+
 async function sizeOf(path: string): Promise<number | undefined> {
   try {
     return (await stat(path)).size;

@@ -5,6 +5,7 @@ import { isAbsolute, join } from 'node:path';
 import { criCall, type CriClients } from '../../proto/client.js';
 import type { Logger } from '../log/logger.js';
 import type { LifecycleHandler, Probe } from './container_spec.js';
+import { removeContainerLogs } from './container_log_manager.js';
 import { tailCriLog } from './cri_log.js';
 import { containerEnv, expandCommand, type NodeAllocatable, type PodFields } from './pod_env.js';
 import type { PodContainer, PodManifest } from './pod_manifest.js';
@@ -550,6 +551,8 @@ export class PodManager {
       // One exited container is kept (lastState, `kubectl logs --previous`).
       for (const old of mine.slice(1)) {
         await this.call('runtime', 'RemoveContainer', { containerId: old.id });
+        // Its log and the files rotated from it go with it (kubelet's containerLogManager.Clean).
+        await removeContainerLogs(join(this.logDirectory(pod), `${c.name}/${old.metadata.attempt}.log`));
         if (this.o.podsDir) await rm(join(this.o.podsDir, pod.uid, 'containers', c.name, `${old.metadata.attempt}-termination-log`), { force: true });
       }
       cs.previous = cs.latest;
@@ -898,6 +901,8 @@ export class PodManager {
     await this.publish(st, true);
     if (st.sandboxId !== '') await this.remove(st.sandboxId);
     if (this.o.podsDir) await rm(join(this.o.podsDir, pod.uid), { recursive: true, force: true });
+    // With its containers gone nothing reads the pod's logs: they go too, rotated files and all (kubelet's pod log GC).
+    await rm(this.logDirectory(pod), { recursive: true, force: true });
   }
 
   private async terminationMessage(pod: PodManifest, c: PodContainer, s: CriContainerStatus, cs: ContainerState): Promise<string> {

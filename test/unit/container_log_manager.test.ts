@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { gunzipSync } from 'node:zlib';
 
-import { ContainerLogManager, type ContainerLogRuntime, planRotation, rotationSuffix } from '../../pkg/node/container_log_manager.js';
+import { ContainerLogManager, type ContainerLogRuntime, planRotation, removeContainerLogs, rotationSuffix } from '../../pkg/node/container_log_manager.js';
 import { kubeletConfiguration } from '../../pkg/node/kubelet_config.js';
 import { createLogger } from '../../pkg/log/logger.js';
 import { tempFolders } from '../lib/unit.js';
@@ -104,6 +104,14 @@ describe('rotation rounds over real files', () => {
     await new ContainerLogManager({ runtime, policy: { maxSizeBytes: 1024, maxFiles: 3, monitorIntervalMs: 3000 }, log: quiet }).rotateLogs();
     assert.deepEqual(runtime.reopened, ['a']);
     assert.equal((await stat(log)).size, 0);
+  });
+
+  test("a removed container's log goes with every file rotated from it, and no other container's", async () => {
+    const dir = await folders.fresh('clean');
+    for (const n of ['0.log', '0.log.20261201-100000.gz', '0.log.20261201-100010', '1.log', '1.log.20261201-100000']) await writeFile(join(dir, n), 'x');
+    await removeContainerLogs(join(dir, '0.log'));
+    assert.deepEqual((await readdir(dir)).sort(), ['1.log', '1.log.20261201-100000']);
+    await removeContainerLogs(join(dir, 'gone', '0.log'));
   });
 
   test('run() ends when its signal does', async () => {
