@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { request } from 'node:https';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
 import { type AgentProcess, eventually, freePort, requiredEnv, sleep, TestNode } from '../lib/agent.js';
@@ -41,6 +43,28 @@ for (const release of ['oldest', 'newest'] as const satisfies readonly ControlPl
     const agentArgs = async (): Promise<string[]> => [
       '--kubeconfig', await cp.nodeKubeconfig(nodeName), '--node-name', nodeName, '--node-ip', '127.0.0.1', '--kubelet-address', `127.0.0.1:${kubeletPort}`,
     ];
+    // The kubelet API's /pods, asked directly as the apiserver asks it (its kubelet client certificate;
+    // the apiserver's node proxy refuses a node on 127.0.0.1): the pods the node half holds.
+    const kubeletPodUids = (): Promise<Set<string>> =>
+      new Promise((resolve, reject) => {
+        const pki = join(cp.dir, 'pki');
+        const req = request(
+          `https://127.0.0.1:${kubeletPort}/pods`,
+          { cert: readFileSync(join(pki, 'kubelet-client.crt')), key: readFileSync(join(pki, 'kubelet-client.key')), rejectUnauthorized: false, timeout: 5000 },
+          (res) => {
+            let body = '';
+            res.setEncoding('utf8');
+            res.on('data', (d: string) => (body += d));
+            res.on('end', () => {
+              if (res.statusCode !== 200) return reject(new Error(`GET /pods: ${res.statusCode} ${body}`));
+              resolve(new Set((JSON.parse(body) as { items: Array<{ metadata: { uid: string } }> }).items.map((p) => p.metadata.uid)));
+            });
+          },
+        );
+        req.on('timeout', () => req.destroy(new Error('GET /pods: timed out')));
+        req.on('error', reject);
+        req.end();
+      });
     const failure = async (): Promise<string> => `\n--- agent log:\n${agent.log.split('\n').slice(-60).join('\n')}\n${await cp.logs()}`;
 
     before(async () => {
@@ -116,8 +140,7 @@ spec:
       const outcome = await eventually('the restarted agent to take the listed pods (or refuse one)', async () => {
         const ps = await webPods();
         if (ps.some((p) => p.status.phase === 'Failed')) return 'failed';
-        const served = JSON.parse(await kubectl(['get', '--raw', `/api/v1/nodes/${nodeName}/proxy/pods`])) as { items: Array<{ metadata: { uid: string } }> };
-        const uids = new Set(served.items.map((p) => p.metadata.uid));
+        const uids = await kubeletPodUids();
         return [...before.keys()].every((u) => uids.has(u)) ? 'listed' : undefined;
       }, 60000);
       // Then a few seconds for a status write (the pod worker's first sync after the restart) to land.
