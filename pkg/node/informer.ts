@@ -11,7 +11,7 @@ import { type Json, type KubeApi, messageOf, plain } from './kube_api.js';
 // network error) is retried here with a back-off, from the last resource
 // version, so a restarted API server is caught up with, not missed.
 // The items of a LIST response carry no apiVersion and kind (kube-apiserver
-// v1.34 leaves them out; only watch events and single GETs have them), so the
+// v1.34.4 and v1.37.2 alike; only watch events and single GETs have them), so the
 // informer sets them from the list's own (PodList v1 → Pod v1): every object
 // it hands on looks the same whether it came from a list or a watch event.
 

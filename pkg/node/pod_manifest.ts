@@ -516,7 +516,7 @@ function podVolume(v: unknown, f: string): PodVolume {
 /**
  * One manifest document as a pod; `source` (the file) and the text make its uid.
  * fromApi: an object the API server sent, whose apiVersion and kind may be absent
- * (the items of a LIST carry none; v1.34's apiserver leaves them out) — the
+ * (the items of a LIST carry none: kube-apiserver v1.34.4 and v1.37.2 both leave them out) — the
  * collection it came from says what it is. A static pod file must name both.
  */
 export function podFromObject(o: unknown, source: string, text: string, opts: { fromApi?: boolean } = {}): PodManifest {

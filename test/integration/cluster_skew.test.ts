@@ -9,9 +9,10 @@ import { type ControlPlane, type ControlPlaneRelease, releaseVersion, startContr
 
 // Version skew: the node half supports the four latest kube-apiserver minors
 // (pkg/node/apiserver_version.ts, v1.34 to v1.37); these scenarios run against the
-// oldest and the newest (the bed's two builds). The one that broke on v1.34: after an
-// agent restart the pods bound to the node come from a LIST, whose items carry no
-// apiVersion/kind, and every one was made Failed (UnsupportedPodSpec) and replaced.
+// oldest and the newest (the bed's two builds). The one that broke: after an agent
+// restart the pods bound to the node come from a LIST, whose items carry no
+// apiVersion/kind (v1.34.4 and v1.37.2 alike), and every one was made Failed
+// (UnsupportedPodSpec) and replaced by its Deployment.
 
 const nodeName = 'usernode-skew';
 

@@ -6,7 +6,7 @@ import type { KubernetesListObject, KubernetesObject } from '@kubernetes/client-
 import { withItemTypes } from '../../pkg/node/informer.js';
 
 // The items of a LIST response carry no apiVersion and kind (kube-apiserver
-// v1.34 leaves them out); the informer sets them from the list's own, so a
+// v1.34.4 and v1.37.2 alike); the informer sets them from the list's own, so a
 // pod listed after an agent restart looks like one from a watch event.
 
 describe('informer list items', () => {

@@ -98,7 +98,7 @@ describe('pod manifests', () => {
     assert.deepEqual(rich.volumes[5]!.source, { kind: 'hostPath', path: '/tmp', type: '' });
   });
 
-  test('a pod from a LIST (no apiVersion, no kind: kube-apiserver v1.34 leaves them out of list items) parses; a static file must name both', () => {
+  test('a pod from a LIST (no apiVersion, no kind: kube-apiserver leaves them out of list items) parses; a static file must name both', () => {
     const { apiVersion: _v, kind: _k, ...item } = apiPod();
     assert.equal(podFromObject(item, 'api', '', { fromApi: true }).uid, '6f1ad0b8-4f5e-4d3c-9a8e-2b3c4d5e6f70');
     assert.equal(podFromObject({ ...item, apiVersion: 'v1', kind: 'Pod' }, 'api', '', { fromApi: true }).name, item.metadata.name);
