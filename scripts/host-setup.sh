@@ -32,7 +32,8 @@ log() { echo "host-setup: $*"; }
 packages=(uidmap rootlesskit slirp4netns runc conmon catatonit socat containernetworking-plugins iptables iproute2 util-linux procps openssl)
 if [ "$tests" = 1 ]; then
   # prometheus: promtool and the server the metrics tests scrape the agent with.
-  packages+=(python3 git tar ca-certificates docker-registry busybox-static apache2-utils attr zstd gcc libc6-dev openssl prometheus)
+  # systemd: systemd-analyze verify checks the unit `usernode install` writes.
+  packages+=(python3 git tar ca-certificates docker-registry busybox-static apache2-utils attr zstd gcc libc6-dev openssl prometheus systemd)
 fi
 if [ "$bench" = 1 ]; then
   # The benchmarks' reference: containerd 1.6 (CRI plugin, overlayfs), run rootless by bench/run.sh;

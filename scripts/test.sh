@@ -65,8 +65,9 @@ command -v go >/dev/null || { echo "test: the Go toolchain is required (go, e.g.
 
 bash scripts/install.sh >/dev/null
 eval "$(bash scripts/build-test-tools.sh | sed 's/^/export /')"
-# The control plane the cluster tests start (test/lib/control_plane.ts): built once, about
-# 10 minutes cold, then cached by version. A failed build fails here, naming the part.
+# The control plane the cluster tests start (test/lib/control_plane.ts), the newest release
+# and the oldest the node half supports: built once, about 10 minutes cold each, then
+# cached by version. A failed build fails here, naming the part.
 cp_env=$(bash scripts/build-control-plane.sh) || { echo "test: scripts/build-control-plane.sh failed (above); the control plane tests need it" >&2; exit 1; }
 eval "$(sed 's/^/export /' <<<"$cp_env")"
 

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { isDomainError, messageOf } from '../../pkg/errdefs/errors.js';
@@ -15,16 +16,19 @@ commands:
   check    report every missing host prerequisite and the command that fixes it
   enter    run a command inside the node namespace: usernode enter [-- CMD ARGS...]
   stop     stop the agent, every pod and the node namespace
+  install  write a systemd user unit that runs \`usernode run\` with the flags given
+           (--force replaces one written before); says how to enable lingering
+  uninstall  remove that unit
   image    images without a registry: usernode image import PATH [--name NAME]
                                       usernode image build-rootfs DIR NAME
   version  print the version
 
-flags (run, check, enter, stop):
+flags (run, check, enter, stop, install, uninstall):
   --config FILE        YAML config file (default: $XDG_CONFIG_HOME/usernode/config.yaml if present)
   --log-level LEVEL    debug, info, warn or error (run only; default info)
   --cri-socket PATH    CRI socket (default: $XDG_RUNTIME_DIR/usernode/cri.sock)
 
-flags (run only), joining a cluster:
+flags (run and install), joining a cluster:
   --kubeconfig FILE            the node's credentials for the kube-apiserver (without: static pods only)
   --node-name NAME             the Node's name (default: the host name)
   --node-ip IP                 the Node's InternalIP (default: the host's first IPv4)
@@ -64,7 +68,7 @@ async function main(argv: string[]): Promise<number> {
     // Each command loads only its own modules: the node half never holds the runtime's (images, CRI, streaming), and the other way round.
     return (await import('./runtime.js')).runRuntime(values['resolved-config']);
   }
-  if (!['run', 'check', 'enter', 'stop', 'image'].includes(command)) throw new UsageError(`usernode: unknown command "${command}"\n\n${usage}`);
+  if (!['run', 'check', 'enter', 'stop', 'image', 'install', 'uninstall'].includes(command)) throw new UsageError(`usernode: unknown command "${command}"\n\n${usage}`);
 
   const refusal = rootRefusal(process.getuid?.(), command);
   if (refusal) {
@@ -76,7 +80,7 @@ async function main(argv: string[]): Promise<number> {
   const flagArgs = command === 'enter' && split >= 0 ? rest.slice(0, split) : rest;
   const tail = command === 'enter' && split >= 0 ? rest.slice(split + 1) : [];
   const options: OptionsConfig =
-    command === 'run'
+    command === 'run' || command === 'install'
       ? {
           ...commonOptions,
           'log-level': { type: 'string' },
@@ -89,6 +93,7 @@ async function main(argv: string[]): Promise<number> {
           'cluster-dns': { type: 'string' },
           'cluster-domain': { type: 'string' },
           kubelet: { type: 'string' },
+          ...(command === 'install' ? { force: { type: 'boolean' } } : {}),
         }
       : command === 'image'
         ? { ...commonOptions, name: { type: 'string' } }
@@ -100,6 +105,10 @@ async function main(argv: string[]): Promise<number> {
   }
   if (positionals.length > 0 && command !== 'image') {
     throw new UsageError(`usernode ${command}: unexpected argument "${positionals[0]}"${command === 'enter' ? ' (put the command after --)' : ''}`);
+  }
+  if (command === 'install') {
+    // The unit runs from another working folder: file flags become absolute here.
+    for (const k of ['config', 'kubeconfig', 'cri-socket', 'kubelet']) if (typeof values[k] === 'string') values[k] = resolve(values[k]);
   }
   const config = loadConfig({
     config: values.config as string | undefined,
@@ -124,6 +133,13 @@ async function main(argv: string[]): Promise<number> {
       return (await import('./enter.js')).enter(config, process.env, tail);
     case 'stop':
       return (await import('./stop.js')).stop(config, process.env);
+    case 'install': {
+      // run's flags as given (checked by loadConfig above), for the unit's ExecStart.
+      const runArgs = Object.entries(values).flatMap(([k, v]) => (k === 'force' || k === 'help' || typeof v !== 'string' ? [] : [`--${k}`, v]));
+      return (await import('./install.js')).install(runArgs, { force: values.force === true, env: process.env });
+    }
+    case 'uninstall':
+      return (await import('./install.js')).uninstall({ env: process.env });
     case 'image':
       return (await import('./image.js')).imageCommand(config, positionals[0], positionals.slice(1), values.name as string | undefined);
     default:

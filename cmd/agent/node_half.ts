@@ -196,6 +196,8 @@ export async function startNodeHalf(c: AgentConfig, log: Logger, ns: NodeNamespa
       void nodes.ready.then(() => podConfig!.refresh());
       cleanup.push(() => informer.stop());
       log.info('joining the cluster', { server: api.server, node: nodeName });
+      // Which release the server is, beside the range this node supports (a warning outside it, never a refusal).
+      void (await import('../../pkg/node/apiserver_version.js')).logServerVersion(api, log.child('apiserver'));
     } else {
       podConfig = new PodConfig({ nodeName, log: log.child('pod-config'), worker: pods });
     }

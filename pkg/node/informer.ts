@@ -10,6 +10,10 @@ import { type Json, type KubeApi, messageOf, plain } from './kube_api.js';
 // 410 Gone by itself; any other end of the watch (the API server gone, a
 // network error) is retried here with a back-off, from the last resource
 // version, so a restarted API server is caught up with, not missed.
+// The items of a LIST response carry no apiVersion and kind (kube-apiserver
+// v1.34.4 and v1.37.2 alike; only watch events and single GETs have them), so the
+// informer sets them from the list's own (PodList v1 → Pod v1): every object
+// it hands on looks the same whether it came from a list or a watch event.
 
 export interface InformerOptions<T extends KubernetesObject> {
   api: KubeApi;
@@ -43,7 +47,8 @@ export class Informer<T extends KubernetesObject> {
   }
 
   start(): void {
-    this.lw = new ListWatch<T>(this.o.path, new Watch(this.o.api.kc), this.o.list, false, undefined, this.o.fieldSelector);
+    const list = async (): Promise<KubernetesListObject<T>> => withItemTypes(await this.o.list());
+    this.lw = new ListWatch<T>(this.o.path, new Watch(this.o.api.kc), list, false, undefined, this.o.fieldSelector);
     const changed = (): void => this.emit();
     this.lw.on('add', changed);
     this.lw.on('update', changed);
@@ -94,6 +99,17 @@ export class Informer<T extends KubernetesObject> {
     clearTimeout(this.timer);
     await this.lw?.stop();
   }
+}
+
+/** The list with apiVersion and kind set on each item that lacks them, from the list's own (FooList → Foo). */
+export function withItemTypes<T extends KubernetesObject>(l: KubernetesListObject<T>): KubernetesListObject<T> {
+  const kind = l.kind?.endsWith('List') ? l.kind.slice(0, -'List'.length) : undefined;
+  if (!kind || !l.apiVersion) return l;
+  for (const item of l.items ?? []) {
+    item.apiVersion ??= l.apiVersion;
+    item.kind ??= kind;
+  }
+  return l;
 }
 
 /** The pods bound to this node. */

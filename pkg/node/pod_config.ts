@@ -96,7 +96,7 @@ export class PodConfig {
         continue;
       }
       try {
-        const pod = podFromObject(obj, `api:${md.namespace}/${md.name}`, '');
+        const pod = podFromObject(obj, `api:${md.namespace}/${md.name}`, '', { fromApi: true });
         pods.push(pod);
         this.origins.set(pod.uid, { kind: 'api', pod, object: obj });
       } catch (e: unknown) {

@@ -513,10 +513,16 @@ function podVolume(v: unknown, f: string): PodVolume {
   }
 }
 
-/** One manifest document as a pod; `source` (the file) and the text make its uid. */
-export function podFromObject(o: unknown, source: string, text: string): PodManifest {
+/**
+ * One manifest document as a pod; `source` (the file) and the text make its uid.
+ * fromApi: an object the API server sent, whose apiVersion and kind may be absent
+ * (the items of a LIST carry none: kube-apiserver v1.34.4 and v1.37.2 both leave them out) — the
+ * collection it came from says what it is. A static pod file must name both.
+ */
+export function podFromObject(o: unknown, source: string, text: string, opts: { fromApi?: boolean } = {}): PodManifest {
   if (!isObj(o)) throw invalidArgument('a manifest must be an object', { field: 'kind' });
-  if (o.apiVersion !== 'v1' || o.kind !== 'Pod') throw invalidArgument(`must be apiVersion v1, kind Pod; got ${String(o.apiVersion)} ${String(o.kind)}`, { field: 'kind' });
+  const typeAbsent = o.apiVersion === undefined && o.kind === undefined;
+  if (!(opts.fromApi && typeAbsent) && (o.apiVersion !== 'v1' || o.kind !== 'Pod')) throw invalidArgument(`must be apiVersion v1, kind Pod; got ${String(o.apiVersion)} ${String(o.kind)}`, { field: 'kind' });
   const md = o.metadata;
   if (!isObj(md)) throw invalidArgument('is required', { field: 'metadata' });
   if (typeof md.name !== 'string' || !dnsSubdomain.test(md.name)) throw invalidArgument('must be a DNS subdomain (lower-case letters, digits, - and .)', { field: 'metadata.name' });

@@ -14,6 +14,10 @@ import { exec, freePort, repoRoot, sleep } from './agent.js';
 // certificates made by the openssl CLI. The apiserver runs with the Node authorizer
 // and RBAC and the NodeRestriction admission plugin, as a real cluster does, so a
 // node that works here works with a real cluster's identity rules.
+// Two releases of the control plane are built: the newest (versions.json
+// "kubernetes", the default) and the oldest the node half supports
+// ("kubernetesOldest": kube-apiserver, kube-controller-manager and kube-scheduler
+// only; etcd, kubectl and the kubelet stay the newest), for the version skew tests.
 //
 // Layout of the folder (everything the bed makes is in it; stop() removes it):
 //   pki/        ca.{crt,key} (cluster CA = client CA = CSR signer), sa.{key,pub},
@@ -36,6 +40,9 @@ export interface ControlPlane {
   readonly caFile: string;
   /** A kubeconfig for a cluster admin (group system:masters). */
   readonly adminKubeconfig: string;
+  /** Which of the two built releases runs, and the apiserver's own /version gitVersion (e.g. v1.34.4). */
+  readonly release: ControlPlaneRelease;
+  readonly version: string;
   /** The folder that holds everything the bed made. */
   readonly dir: string;
   /** The process ids of etcd and the components, for leak checks. */
@@ -58,7 +65,26 @@ export interface KubectlResult {
   code: number | null;
 }
 
-type ControlPlaneTool = 'USERNODE_ETCD' | 'USERNODE_ETCDCTL' | 'USERNODE_KUBELET' | 'USERNODE_KUBE_APISERVER' | 'USERNODE_KUBE_CONTROLLER_MANAGER' | 'USERNODE_KUBE_SCHEDULER' | 'USERNODE_KUBECTL';
+type ControlPlaneTool =
+  | 'USERNODE_ETCD'
+  | 'USERNODE_ETCDCTL'
+  | 'USERNODE_KUBELET'
+  | 'USERNODE_KUBE_APISERVER'
+  | 'USERNODE_KUBE_CONTROLLER_MANAGER'
+  | 'USERNODE_KUBE_SCHEDULER'
+  | 'USERNODE_KUBECTL'
+  | 'USERNODE_KUBE_APISERVER_OLDEST'
+  | 'USERNODE_KUBE_CONTROLLER_MANAGER_OLDEST'
+  | 'USERNODE_KUBE_SCHEDULER_OLDEST';
+
+/** newest: versions.json "kubernetes"; oldest: "kubernetesOldest" (the oldest kube-apiserver the node half supports). */
+export type ControlPlaneRelease = 'newest' | 'oldest';
+
+/** The release versions.json names for each. */
+export function releaseVersion(release: ControlPlaneRelease): string {
+  const v = JSON.parse(readFileSync(join(repoRoot, 'versions.json'), 'utf8')) as { kubernetes: string; kubernetesOldest: string };
+  return release === 'newest' ? v.kubernetes : v.kubernetesOldest;
+}
 
 /** A control plane binary scripts/test.sh exported (scripts/build-control-plane.sh); missing is a failure, never a skip. */
 export function requiredControlPlaneTool(envName: ControlPlaneTool): string {
@@ -98,18 +124,20 @@ class Component {
 }
 
 /** Starts etcd, kube-apiserver, kube-controller-manager and kube-scheduler and waits until pods can be made. */
-export async function startControlPlane(opts: { dir?: string; reachableFromNodeNamespace?: boolean } = {}): Promise<ControlPlane> {
+export async function startControlPlane(opts: { dir?: string; reachableFromNodeNamespace?: boolean; release?: ControlPlaneRelease } = {}): Promise<ControlPlane> {
+  const release = opts.release ?? 'newest';
+  const suffix = release === 'oldest' ? '_OLDEST' : '';
   const tools = {
     etcd: requiredControlPlaneTool('USERNODE_ETCD'),
-    apiserver: requiredControlPlaneTool('USERNODE_KUBE_APISERVER'),
-    controllerManager: requiredControlPlaneTool('USERNODE_KUBE_CONTROLLER_MANAGER'),
-    scheduler: requiredControlPlaneTool('USERNODE_KUBE_SCHEDULER'),
+    apiserver: requiredControlPlaneTool(`USERNODE_KUBE_APISERVER${suffix}`),
+    controllerManager: requiredControlPlaneTool(`USERNODE_KUBE_CONTROLLER_MANAGER${suffix}`),
+    scheduler: requiredControlPlaneTool(`USERNODE_KUBE_SCHEDULER${suffix}`),
     kubectl: requiredControlPlaneTool('USERNODE_KUBECTL'),
   };
   for (let attempt = 1; ; attempt++) {
     const dir = opts.dir ?? (await mkdtemp('/tmp/ucp-'));
     await mkdir(dir, { recursive: true, mode: 0o700 });
-    const bed = new Bed(dir, tools.kubectl, opts.reachableFromNodeNamespace ? defaultRouteIPv4() : undefined);
+    const bed = new Bed(dir, tools.kubectl, opts.reachableFromNodeNamespace ? defaultRouteIPv4() : undefined, release);
     try {
       await bed.start(tools);
       return bed;
@@ -126,6 +154,7 @@ export async function startControlPlane(opts: { dir?: string; reachableFromNodeN
 
 class Bed implements ControlPlane {
   server = '';
+  version = '';
   readonly startSteps: Array<{ step: string; ms: number }> = [];
   private stepStarted = Date.now();
   private readonly components: Component[] = [];
@@ -139,6 +168,7 @@ class Bed implements ControlPlane {
     readonly dir: string,
     private readonly kubectlPath: string,
     readonly hostIP: string | undefined,
+    readonly release: ControlPlaneRelease,
   ) {
     this.pki = join(dir, 'pki');
   }
@@ -247,6 +277,10 @@ class Bed implements ControlPlane {
     // controller-manager is refused its own start-up reads, and exits.
     await this.until('kube-apiserver /readyz', async () => ((await this.get('/readyz')).body === 'ok' ? true : undefined), 60000);
     this.step('etcd and kube-apiserver ready');
+    // The binary that runs is the release asked for (a stale cache or a wrong variable would test the wrong one).
+    this.version = (JSON.parse((await this.get('/version')).body) as { gitVersion: string }).gitVersion;
+    const want = releaseVersion(this.release);
+    if (this.version !== want) throw new Error(`kube-apiserver ${tools.apiserver} says it is ${this.version}, not ${want} (versions.json, the ${this.release} release)`);
     // What a cluster admin applies to let a usernode join, applied as the docs say, while
     // the controller-manager and the scheduler start.
     const rbac = this.kubectl(['apply', '-f', join(repoRoot, 'manifests', 'cluster', 'rbac')]);

@@ -130,6 +130,16 @@ describe('PodConfig', () => {
     assert.equal(events[0]!.type, 'Warning');
   });
 
+  test('API pods without apiVersion and kind (the items of a LIST, after an agent restart) are run, not refused', () => {
+    const { cfg, desired, statuses, events } = fixture();
+    cfg.setStatic([]);
+    const { apiVersion: _v, kind: _k, ...listed } = apiPod('listed', 'u-listed');
+    cfg.setApi([listed, apiPod('watched', 'u-watched')]);
+    assert.deepEqual(desired.at(-1)!.pods.map((p) => p.name).sort(), ['listed', 'watched']);
+    assert.deepEqual(statuses, [], 'no pod made Failed');
+    assert.deepEqual(events, []);
+  });
+
   test('a terminated API pod is deleted with grace 0 and its uid as precondition', async () => {
     const { cfg, desired, apiCalls } = fixture();
     cfg.setStatic([]);

@@ -98,6 +98,18 @@ describe('pod manifests', () => {
     assert.deepEqual(rich.volumes[5]!.source, { kind: 'hostPath', path: '/tmp', type: '' });
   });
 
+  test('a pod from a LIST (no apiVersion, no kind: kube-apiserver leaves them out of list items) parses; a static file must name both', () => {
+    const { apiVersion: _v, kind: _k, ...item } = apiPod();
+    assert.equal(podFromObject(item, 'api', '', { fromApi: true }).uid, '6f1ad0b8-4f5e-4d3c-9a8e-2b3c4d5e6f70');
+    assert.equal(podFromObject({ ...item, apiVersion: 'v1', kind: 'Pod' }, 'api', '', { fromApi: true }).name, item.metadata.name);
+    const refusedKind = (o: unknown, opts: { fromApi?: boolean }): void =>
+      assert.throws(() => podFromObject(o, 'api', '', opts), (e: Error & { field?: string }) => (assert.equal(e.field, 'kind'), assert.match(e.message, /apiVersion v1, kind Pod/), true));
+    refusedKind(item, {});
+    refusedKind({ ...item, kind: 'Deployment' }, { fromApi: true });
+    refusedKind({ ...item, apiVersion: 'apps/v1' }, { fromApi: true });
+    fails('metadata: { name: web }\nspec:\n  containers: [{ name: c, image: busybox }]\n', /^\/m\/web\.yaml: kind$/);
+  });
+
   test('fields that change what the node runs are still refused by name', () => {
     const refused = (edit: (o: ReturnType<typeof apiPod>) => void, field: RegExp): void => {
       const o = apiPod();
