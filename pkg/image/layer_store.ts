@@ -21,10 +21,13 @@ import { unpackBlob, type UnpackJob, type UnpackJobResult } from './unpack_blob.
 //   <root>/layers/<chain hex>.unpack-*  being unpacked (removed on start)
 //
 // A layer counts as present when its layer.json is there, and that is
-// written only after the tree is on disk (syncfs of its file system, or an
-// fsync of each file: `durability`), then renamed into place and the folder
-// fsynced: after a power cut a layer is whole or absent, never an empty
-// tree that an image record points to.
+// written only after the tree is on disk (an fsync of each file and folder,
+// or a syncfs of the file system: `durability`), then renamed into place and
+// the folder fsynced: after a power cut a layer is whole or absent, never an
+// empty tree that an image record points to. fsync is the default: it costs
+// about what syncfs does for a pull's layers (BENCHMARKS.md), and it waits
+// only on the layer's own data, where syncfs waits on every dirty page of
+// the file system — a container writing hard would slow every pull.
 
 export type Snapshotter = 'overlayfs' | 'copy';
 
@@ -46,8 +49,8 @@ export interface LayerStoreOptions {
   /** For the copy snapshotter: copies a tree (cp -a), to start a layer from its parent. */
   copyTree?: (from: string, to: string) => Promise<void>;
   /**
-   * How an unpacked tree is made durable before it counts: 'syncfs' (one
-   * `sync -f`, the default), 'fsync' (each file), 'none' (tests of other things).
+   * How an unpacked tree is made durable before it counts: 'fsync' (each
+   * file and folder, the default), 'syncfs' (one `sync -f`), 'none' (benchmarks).
    */
   durability?: 'syncfs' | 'fsync' | 'none';
   /** The sync binary for 'syncfs'. */
@@ -162,7 +165,7 @@ export class LayerStore {
   }
 
   private async makeDurable(work: string): Promise<void> {
-    const how = this.o.durability ?? 'syncfs';
+    const how = this.o.durability ?? 'fsync';
     if (how === 'syncfs') await syncFileSystem(work, this.o.sync);
     else if (how === 'fsync') await fsyncTree(work);
   }
