@@ -36,10 +36,10 @@ export class SharedJobs {
       started.done.then(forget, forget);
       job = started;
     }
-    return this.wait(job, signal);
+    return this.wait(key, job, signal);
   }
 
-  private wait(job: Job, signal: AbortSignal | undefined): Promise<void> {
+  private wait(key: string, job: Job, signal: AbortSignal | undefined): Promise<void> {
     job.waiters++;
     return new Promise<void>((resolve, reject) => {
       let left = false;
@@ -51,8 +51,12 @@ export class SharedJobs {
       };
       const onAbort = (): void => {
         leave();
-        // The last caller gone: nobody wants the result any more.
-        if (job.waiters === 0) job.stop.abort(signal!.reason);
+        // The last caller gone: nobody wants the result any more. A caller
+        // coming after this starts afresh rather than joining work being stopped.
+        if (job.waiters === 0) {
+          if (this.jobs.get(key) === job) this.jobs.delete(key);
+          job.stop.abort(signal!.reason);
+        }
         reject(signal!.reason);
       };
       signal?.addEventListener('abort', onAbort, { once: true });

@@ -167,6 +167,9 @@ describe('SharedJobs', () => {
     c.abort(new Error('gone'));
     await assert.rejects(only, /gone/);
     assert.equal(workSignal!.aborted, true, 'nobody waits: the work is stopped');
+    const fresh = jobs.run('k2', async () => {});
+    await fresh;
+    assert.equal(jobs.size, 0);
   });
 });
 
