@@ -31,7 +31,7 @@ const call: Call = (client, method, req) =>
     f(req, { deadline: Date.now() + 300000 }, (e, r) => (e ? reject(new Error(`${method}: ${e.message}`)) : resolve(r as never)));
   });
 
-async function agentOf(tree: string, dir: string): Promise<{ child: ChildProcess; env: NodeJS.ProcessEnv; socket: string }> {
+async function agentOf(tree: string, dir: string): Promise<{ child: ChildProcess; env: NodeJS.ProcessEnv; socket: string; log: () => string }> {
   const env = { ...process.env, XDG_RUNTIME_DIR: join(dir, 'run'), XDG_DATA_HOME: join(dir, 'data'), XDG_CONFIG_HOME: join(dir, 'config') };
   await mkdir(join(dir, 'run'), { recursive: true, mode: 0o700 });
   await mkdir(join(dir, 'config', 'usernode'), { recursive: true });
@@ -45,7 +45,7 @@ async function agentOf(tree: string, dir: string): Promise<{ child: ChildProcess
     if (child.exitCode !== null || Date.now() > deadline) throw new Error(`agent of ${tree} not ready:\n${log.slice(-3000)}`);
     await new Promise((r) => setTimeout(r, 50));
   }
-  return { child, env, socket: join(dir, 'run', 'usernode', 'cri.sock') };
+  return { child, env, socket: join(dir, 'run', 'usernode', 'cri.sock'), log: () => log };
 }
 
 async function stopAgent(tree: string, a: { child: ChildProcess; env: NodeJS.ProcessEnv }): Promise<void> {
@@ -85,6 +85,9 @@ async function round(tree: string, image: string, busybox: string, n: number): P
       pods.push(ms(t));
     }
     return { pull, pods };
+  } catch (e: unknown) {
+    console.error(`agent log (${tree}):\n${a.log().slice(-6000)}`);
+    throw e;
   } finally {
     c.close();
     await stopAgent(tree, a);

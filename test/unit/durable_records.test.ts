@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 
@@ -96,6 +96,21 @@ describe('JsonRecords', () => {
     await syncFileSystem(dir);
     await fsyncTree(dir);
     await assert.rejects(syncFileSystem(join(dir, 'nope')), /sync -f/);
+  });
+
+  test('fsyncTree skips what it may not open (a mode-000 file or folder) and never follows a link', async () => {
+    const dir = await dirs.fresh('closed');
+    await mkdir(join(dir, 'shut'));
+    await writeFile(join(dir, 'shut', 'x'), 'x');
+    await writeFile(join(dir, 'secret'), 's');
+    await symlink('/nonexistent/target', join(dir, 'dangling'));
+    await chmod(join(dir, 'secret'), 0o000);
+    await chmod(join(dir, 'shut'), 0o000);
+    try {
+      await fsyncTree(dir);
+    } finally {
+      await chmod(join(dir, 'shut'), 0o700);
+    }
   });
 });
 
