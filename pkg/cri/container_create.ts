@@ -34,7 +34,8 @@ export async function createContainer(req: CreateContainerRequest__Output, ctx: 
     return await create(req, ctx, sandbox, id);
   } catch (e: unknown) {
     c.store.releaseName(nameKey, id);
-    throw e;
+    // The pod stopped or removed meanwhile is the cause, whatever step then failed.
+    throw ctx.pods.store.notReadyError(sandbox.id, messageOf(e)) ?? e;
   }
 }
 

@@ -1,4 +1,4 @@
-import { alreadyExists, failedPrecondition, notFound } from '../errdefs/errors.js';
+import { alreadyExists, type DomainError, failedPrecondition, notFound } from '../errdefs/errors.js';
 import { JsonRecords } from '../store/json_records.js';
 import { KeyedQueue } from '../store/keyed_queue.js';
 import { NameIndex } from '../store/name_index.js';
@@ -177,13 +177,26 @@ export class SandboxStore {
    */
   whileReady<T>(id: string, op: () => Promise<T>): Promise<T> {
     return this.queue.run(id, async () => {
-      const r = this.records.get(id);
-      if (!r) throw notFound(`pod sandbox ${id} was removed while the container was being created`, { field: 'pod_sandbox_id' });
-      if (r.state !== 'SANDBOX_READY' || this.closed.has(id)) {
-        throw failedPrecondition(`pod sandbox ${id} was stopped while the container was being created`, { field: 'pod_sandbox_id' });
-      }
+      const gone = this.notReadyError(id);
+      if (gone) throw gone;
       return op();
     });
+  }
+
+  /**
+   * Why the pod takes no container now (NotFound: removed; FailedPrecondition:
+   * stopping or stopped), or undefined when it is ready. CreateContainer
+   * answers this instead of the error its undone work met (a runc that found
+   * the pod's namespaces gone) when the pod went away meanwhile.
+   */
+  notReadyError(id: string, cause?: string): DomainError | undefined {
+    const why = cause ? ` (${cause})` : '';
+    const r = this.records.get(id);
+    if (!r) return notFound(`pod sandbox ${id} was removed while the container was being created${why}`, { field: 'pod_sandbox_id' });
+    if (r.state !== 'SANDBOX_READY' || this.closed.has(id)) {
+      return failedPrecondition(`pod sandbox ${id} was stopped while the container was being created${why}`, { field: 'pod_sandbox_id' });
+    }
+    return undefined;
   }
 
   private async write(r: SandboxRecord): Promise<void> {

@@ -133,9 +133,13 @@ describe('SandboxStore: names, per-pod order, commits', () => {
     const late = commit();
     await closing;
     await assert.rejects(late, (e: unknown) => codeOf(e) === 'FailedPrecondition');
+    assert.equal(codeOf(s.notReadyError(id, 'runc: no such file')), 'FailedPrecondition');
     await s.delete(id);
     await assert.rejects(commit(), (e: unknown) => codeOf(e) === 'NotFound');
     assert.equal(committed, 1);
+    const gone = s.notReadyError(id, 'runc: netns: no such file');
+    assert.equal(codeOf(gone), 'NotFound');
+    assert.match(gone!.message, /removed while the container was being created \(runc: netns: no such file\)/);
   });
 });
 
