@@ -105,7 +105,11 @@ async function main(): Promise<void> {
   const results: Record<'before' | 'after', { pulls: number[]; pods: number[] }> = { before: { pulls: [], pods: [] }, after: { pulls: [], pods: [] } };
   for (let n = 0; n < rounds; n++) {
     for (const [name, tree] of (n % 2 === 0 ? [['before', before], ['after', after]] : [['after', after], ['before', before]]) as Array<['before' | 'after', string]>) {
-      const r = await round(tree, image, busybox, n);
+      // A round whose agent could not start (the shared test machine's rootlesskit, now and then) is run again once.
+      const r = await round(tree, image, busybox, n).catch((e: unknown) => {
+        console.error(`round ${n + 1} ${name} failed, once more: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`);
+        return round(tree, image, busybox, n);
+      });
       results[name].pulls.push(r.pull);
       results[name].pods.push(...r.pods);
       console.log(`round ${n + 1} ${name}: pull ${r.pull.toFixed(0)} ms, pod start median ${median(r.pods).toFixed(0)} ms`);
