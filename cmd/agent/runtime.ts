@@ -11,6 +11,7 @@ import { PodNamespaces } from '../../pkg/netns/pod_namespaces.js';
 import { RootlesskitPorts } from '../../pkg/netns/rootlesskit/ports.js';
 import { runTool } from '../../pkg/netns/exec_tool.js';
 import { SandboxStore } from '../../pkg/sandbox/sandbox_store.js';
+import { movedAsideRecords } from '../../pkg/store/json_records.js';
 import { ContainerStore } from '../../pkg/sandbox/container_store.js';
 import { ConmonMonitor } from '../../pkg/sandbox/conmon.js';
 import { RuncRuntime } from '../../pkg/sandbox/runc.js';
@@ -140,6 +141,8 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
   const containerStore = new ContainerStore(p.containerRecordsDir);
   await containerStore.init();
   containerStoreRef.current = containerStore;
+  // A record that did not parse was moved aside, never deleted: the operator must hear of it.
+  for (const m of movedAsideRecords) log.error('a record did not parse and was moved aside', { file: m.file, movedTo: m.movedTo, error: m.error });
   for (const d of [p.bundlesDir, p.exitDir, p.attachDir, p.runcRoot]) await mkdir(d, { recursive: true, mode: 0o700 });
   const runc = c.tools.runc ?? '/usr/sbin/runc';
   const cgroups = await detectCgroups();
@@ -237,6 +240,8 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
       snapshotter: JSON.stringify(snap),
       stats: JSON.stringify(containers.stats.describe()),
       registries: JSON.stringify(c.registries),
+      recordsMovedAside: JSON.stringify(movedAsideRecords),
+      imageLeases: JSON.stringify(images.leased()),
     }),
   };
 
@@ -249,6 +254,7 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
     portForwards: () => pods.ports.list(),
     sandboxes: () => sandboxes.list(),
     containers: () => containerStore.list(),
+    recordsMovedAside: () => movedAsideRecords.length,
   });
   const server = new CriServer({ socketPath: c.criSocket, ctx, uid: process.getuid?.() ?? 0, observe: (...a) => cri.observe(...a) });
   // The node half serves these along with its own (pkg/metrics/server.ts).

@@ -4,9 +4,10 @@ import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, isAbsolute, join, posix } from 'node:path';
 
 import type { CreateContainerRequest__Output, CreateContainerResponse } from '../../proto/types.js';
-import { alreadyExists, failedPrecondition, invalidArgument, messageOf, notFound, unimplemented } from '../errdefs/errors.js';
+import { failedPrecondition, invalidArgument, messageOf, notFound, unimplemented } from '../errdefs/errors.js';
 import { buildOciSpecWithNotes, type CriContainerConfig } from '../sandbox/oci_spec.js';
-import type { ContainerRecord } from '../sandbox/container_store.js';
+import { containerNameKey, type ContainerRecord } from '../sandbox/container_store.js';
+import type { SandboxRecord } from '../sandbox/sandbox_store.js';
 import { CleanupStack } from './cleanup_stack.js';
 import type { CriContext } from './context.js';
 
@@ -25,8 +26,24 @@ export async function createContainer(req: CreateContainerRequest__Output, ctx: 
   if (!sandbox) throw notFound(`pod sandbox ${req.podSandboxId} not found`, { field: 'pod_sandbox_id' });
   if (sandbox.state !== 'SANDBOX_READY') throw failedPrecondition(`pod sandbox ${sandbox.id} is not ready`, { field: 'pod_sandbox_id' });
   const c = ctx.containers;
-  const clash = c.store.list().find((o) => o.sandboxId === sandbox.id && o.metadata.name === config.metadata!.name && o.metadata.attempt === config.metadata!.attempt);
-  if (clash) throw alreadyExists(`container ${config.metadata.name} (attempt ${config.metadata.attempt}) already exists in this pod (${clash.id})`, { field: 'config.metadata' });
+  const id = randomBytes(32).toString('hex');
+  // Before the first await: of two requests for one name, one gets it, the other ALREADY_EXISTS.
+  const nameKey = containerNameKey(sandbox.id, config.metadata);
+  c.store.reserveName(nameKey, id);
+  try {
+    return await create(req, ctx, sandbox, id);
+  } catch (e: unknown) {
+    c.store.releaseName(nameKey, id);
+    // The pod stopped or removed meanwhile is the cause, whatever step then failed.
+    throw ctx.pods.store.notReadyError(sandbox.id, messageOf(e)) ?? e;
+  }
+}
+
+async function create(req: CreateContainerRequest__Output, ctx: CriContext, sandbox: SandboxRecord, id: string): Promise<CreateContainerResponse> {
+  const config = req.config!;
+  const metadata = config.metadata!;
+  const imageName = config.image?.image ?? '';
+  const c = ctx.containers;
   const image = ctx.images.status(imageName);
   if (!image) throw notFound(`image ${imageName} is not on this node; pull it first`, { field: 'config.image.image' });
   /** Image volumes (a mount of an image, read-only): the image each names, by mount index. */
@@ -52,9 +69,11 @@ export async function createContainer(req: CreateContainerRequest__Output, ctx: 
     }
   }
 
-  const id = randomBytes(32).toString('hex');
   const log = ctx.log.child('container');
   const undo = new CleanupStack();
+  // The images' layers stay while the container is made (image GC skips them) until its record names them.
+  const lease = ctx.images.lease([image.id, ...[...volumeImages.values()].map((v) => v.id)], `create ${id.slice(0, 12)}`);
+  undo.push('image lease', async () => lease.release());
   try {
     const layers = ctx.images.layerPaths(image);
     const rootfs = await c.rootfs.prepare(id, layers, sandbox.userns);
@@ -115,7 +134,7 @@ export async function createContainer(req: CreateContainerRequest__Output, ctx: 
     await mkdir(dirname(logPath), { recursive: true });
     const { pid } = await c.monitor.create({
       id,
-      name: config.metadata.name,
+      name: metadata.name,
       bundle,
       logPath,
       exitDir: c.exitDir,
@@ -132,7 +151,7 @@ export async function createContainer(req: CreateContainerRequest__Output, ctx: 
     const record: ContainerRecord = {
       id,
       sandboxId: sandbox.id,
-      metadata: { name: config.metadata.name, attempt: config.metadata.attempt },
+      metadata: { name: metadata.name, attempt: metadata.attempt },
       image: imageName,
       imageId: image.id,
       imageRef: image.id,
@@ -160,9 +179,11 @@ export async function createContainer(req: CreateContainerRequest__Output, ctx: 
       config,
       user: { uid: spec.process.user.uid, gid: spec.process.user.gid, additionalGids: spec.process.user.additionalGids ?? [] },
     };
-    await c.store.add(record);
+    // The pod is re-checked at commit: one stopped or removed meanwhile takes no container.
+    await ctx.pods.store.whileReady(sandbox.id, () => c.store.add(record));
     undo.release();
-    log.info('container created', { id: id.slice(0, 12), name: config.metadata.name, pod: sandbox.id.slice(0, 12) });
+    lease.release();
+    log.info('container created', { id: id.slice(0, 12), name: metadata.name, pod: sandbox.id.slice(0, 12) });
     return { containerId: id };
   } catch (e: unknown) {
     await undo.unwind((what, err) => log.error('undo failed', { what, error: messageOf(err) }));

@@ -3,7 +3,7 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import type { RunPodSandboxRequest__Output, RunPodSandboxResponse } from '../../proto/types.js';
-import { alreadyExists, invalidArgument, messageOf } from '../errdefs/errors.js';
+import { invalidArgument, messageOf } from '../errdefs/errors.js';
 import type { CniResult, PortMapping } from '../netns/cni/invoke.js';
 import { writePodFiles } from '../sandbox/pod_files.js';
 import { nameKey, type SandboxRecord } from '../sandbox/sandbox_store.js';
@@ -30,8 +30,6 @@ export async function runPodSandbox(req: RunPodSandboxRequest__Output, ctx: CriC
   }
   const metadata = { name: md.name, uid: md.uid, namespace: md.namespace, attempt: md.attempt };
   const pods = ctx.pods;
-  const clash = pods.store.list().find((r) => nameKey(r.metadata) === nameKey(metadata));
-  if (clash) throw alreadyExists(`a pod sandbox named ${nameKey(metadata)} already exists (${clash.id})`, { field: 'config.metadata' });
 
   const nsOpts = config.linux?.securityContext?.namespaceOptions;
   const hostNetwork = nsOpts?.network === 'NODE';
@@ -48,8 +46,11 @@ export async function runPodSandbox(req: RunPodSandboxRequest__Output, ctx: CriC
   if (!/^[a-zA-Z0-9]([a-zA-Z0-9._-]{0,63})$/.test(hostname)) throw invalidArgument(`hostname "${hostname}" is not a valid host name (at most 64 letters, digits, '.', '_' or '-')`, { field: 'config.hostname' });
 
   const id = randomBytes(32).toString('hex');
+  // Before the first await: of two requests for one name, one gets it, the other ALREADY_EXISTS.
+  pods.store.reserveName(nameKey(metadata), id);
   const log = ctx.log.child('sandbox');
   const undo = new CleanupStack();
+  undo.push('name reservation', async () => pods.store.releaseName(nameKey(metadata), id));
   try {
     const ns = userns
       ? await pods.namespaces.createInUserNamespace(id, hostname, userns)

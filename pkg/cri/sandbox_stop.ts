@@ -20,6 +20,8 @@ export async function stopPodSandbox(req: StopPodSandboxRequest__Output, ctx: Cr
 
 export async function stopSandbox(r: SandboxRecord, ctx: CriContext): Promise<void> {
   const pods = ctx.pods;
+  // No container may join the pod from here on (a CreateContainer committing later is undone).
+  await pods.store.closeToContainers(r.id);
   // Its containers first: nothing of the pod may run once its network is gone.
   for (const c of ctx.containers.store.list().filter((x) => x.sandboxId === r.id)) await stopRecord(c, 0, ctx.containers);
   // The pod's process namespace ends with its PID 1 (and whatever exec left in it).
@@ -28,10 +30,9 @@ export async function stopSandbox(r: SandboxRecord, ctx: CriContext): Promise<vo
   if (r.network && r.namespaces.net) {
     await pods.cni.del(podAttachment(r.id, r.metadata, r.namespaces.net, r.portMappings), r.network.cniResult as CniResult);
   }
-  const { network: _gone, ...rest } = r;
-  void _gone;
   if (r.state !== 'SANDBOX_NOTREADY' || r.network) {
-    await pods.store.update({ ...rest, state: 'SANDBOX_NOTREADY' });
+    // Of the record as it is now: an UpdatePodSandboxResources meanwhile stays, the network does not come back.
+    await pods.store.modify(r.id, ({ network: _net, ...cur }) => ({ ...cur, state: 'SANDBOX_NOTREADY' }));
     ctx.log.info('pod sandbox stopped', { id: r.id.slice(0, 12), pod: `${r.metadata.namespace}/${r.metadata.name}` });
   }
 }

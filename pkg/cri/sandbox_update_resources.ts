@@ -18,7 +18,8 @@ export async function updatePodSandboxResources(req: UpdatePodSandboxResourcesRe
   const resources = req.resources ? normalizeLinuxResources(req.resources) : undefined;
   if (overhead) checkLinuxResources(overhead, 'overhead');
   if (resources) checkLinuxResources(resources, 'resources');
-  await ctx.pods.store.update({ ...r, resources: { ...(overhead ? { overhead } : {}), ...(resources ? { resources } : {}), notEnforced } });
+  // Of the record as it is when this write's turn comes: a Stop meanwhile keeps its state, its network stays released.
+  await ctx.pods.store.modify(r.id, (cur) => ({ ...cur, resources: { ...(overhead ? { overhead } : {}), ...(resources ? { resources } : {}), notEnforced } }));
   ctx.log.warn('pod sandbox resources recorded, not enforced rootless', {
     id: r.id.slice(0, 12),
     pod: `${r.metadata.namespace}/${r.metadata.name}`,

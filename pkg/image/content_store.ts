@@ -6,19 +6,23 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 
 import { invalidArgument, notFound } from '../errdefs/errors.js';
+import { fsyncDir, removeDurable } from '../store/durable_file.js';
 import { diskFullError } from './disk_full.js';
 import { DigestVerifier } from './registry_client.js';
+import { SharedJobs } from './shared_jobs.js';
 
 // Blobs by digest (content-addressed, shared by every image that names them).
 // A blob is written to an ingest file and renamed into place only once its
 // digest and size are verified, so a reader never sees a partial or wrong
-// blob, and a crash leaves at most an ingest file, cleaned on start.
+// blob, and a crash leaves at most an ingest file, cleaned on start. The blob
+// is fsynced before the rename and its folder after: a blob counts as present
+// only once it would survive a power cut.
 //
 //   <root>/blobs/sha256/<hex>    verified content
 //   <root>/ingest/<random>       being written
 
 export class ContentStore {
-  private readonly inflight = new Map<string, Promise<void>>();
+  private readonly inflight = new SharedJobs();
 
   constructor(readonly root: string) {}
 
@@ -66,32 +70,39 @@ export class ContentStore {
 
   /**
    * Writes a blob from `source` (opened only if the blob is missing),
-   * verifying digest and size. Concurrent writes of one digest share one ingest.
+   * verifying digest and size. Concurrent writes of one digest share one
+   * ingest, which goes on while any of its callers still waits (`signal`:
+   * this caller's; the source gets the ingest's own).
    */
-  async ingest(digest: string, size: number, source: () => Promise<Readable>): Promise<void> {
+  async ingest(digest: string, size: number, source: (signal: AbortSignal) => Promise<Readable>, signal?: AbortSignal): Promise<void> {
     const final = this.path(digest);
     if (await this.has(digest)) return;
-    const running = this.inflight.get(digest);
-    if (running) return running;
-    const job = (async () => {
-      const tmp = join(this.root, 'ingest', randomBytes(8).toString('hex'));
-      try {
-        // Opened before the data flows: a stream that fails early must not
-        // create the file after the cleanup below already ran.
-        const fh = await open(tmp, 'w', 0o600);
-        await pipeline(await source(), new DigestVerifier(digest, size, `blob ${digest}`), fh.createWriteStream());
-        await rename(tmp, final);
-      } catch (e: unknown) {
-        await rm(tmp, { force: true });
-        throw diskFullError(e, this.root) ?? e;
-      }
-    })();
-    this.inflight.set(digest, job);
-    try {
-      await job;
-    } finally {
-      this.inflight.delete(digest);
-    }
+    await this.inflight.run(
+      digest,
+      async (jobSignal) => {
+        if (await this.has(digest)) return;
+        const tmp = join(this.root, 'ingest', randomBytes(8).toString('hex'));
+        try {
+          // Opened before the data flows: a stream that fails early must not
+          // create the file after the cleanup below already ran.
+          const fh = await open(tmp, 'w', 0o600);
+          await pipeline(await source(jobSignal), new DigestVerifier(digest, size, `blob ${digest}`), fh.createWriteStream(), { signal: jobSignal });
+          // The stream closed its descriptor; the data is fsynced through a new one (the page cache is per file, not per descriptor).
+          const synced = await open(tmp, 'r');
+          try {
+            await synced.sync();
+          } finally {
+            await synced.close();
+          }
+          await rename(tmp, final);
+          await fsyncDir(join(this.root, 'blobs', 'sha256'));
+        } catch (e: unknown) {
+          await rm(tmp, { force: true });
+          throw diskFullError(e, this.root) ?? e;
+        }
+      },
+      signal,
+    );
   }
 
   async writeBuffer(digest: string, bytes: Buffer): Promise<void> {
@@ -104,6 +115,6 @@ export class ContentStore {
   }
 
   async delete(digest: string): Promise<void> {
-    await rm(this.path(digest), { force: true });
+    await removeDurable(this.path(digest));
   }
 }

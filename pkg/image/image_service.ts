@@ -1,4 +1,4 @@
-import { invalidArgument } from '../errdefs/errors.js';
+import { invalidArgument, notFound } from '../errdefs/errors.js';
 import type { Logger } from '../log/logger.js';
 import type { ContentStore } from './content_store.js';
 import type { ImageRecord, ImageStore, LayerRecord } from './image_store.js';
@@ -28,6 +28,20 @@ export type { ContentSource } from './content_source.js';
 //
 // A pull either completes with a record or leaves nothing it fetched behind:
 // blobs and layers it added that no image refers to are removed on failure.
+//
+// Leases, as containerd's: each pull, and each container create between
+// finding its image and recording its layers, holds a lease naming the blobs
+// and layers it uses. Garbage collection (RemoveImage, collectGarbage) and a
+// failed pull's cleanup remove nothing that a lease names, so a pull or a
+// create in progress never loses what it stands on.
+
+/** What a pull or a create in progress uses; release() (idempotent) when its record names them. */
+export interface Lease {
+  readonly reason: string;
+  readonly blobs: Set<string>;
+  readonly chains: Set<string>;
+  release(): void;
+}
 
 export interface ImageServiceOptions {
   content: ContentStore;
@@ -59,6 +73,7 @@ const layerTypes = new Set<string>([
 
 export class ImageService {
   private queue: Promise<unknown> = Promise.resolve();
+  private readonly leases = new Set<Lease>();
 
   constructor(private readonly o: ImageServiceOptions) {}
 
@@ -67,6 +82,47 @@ export class ImageService {
     const run = this.queue.then(f, f);
     this.queue = run.catch(() => undefined);
     return run;
+  }
+
+  /** A new lease (empty): name what you use in it before you look it up. */
+  newLease(reason: string): Lease {
+    const lease: Lease = { reason, blobs: new Set(), chains: new Set(), release: () => this.leases.delete(lease) };
+    this.leases.add(lease);
+    return lease;
+  }
+
+  /**
+   * A lease on the blobs and layers of the images `ids` (CreateContainer
+   * holds it until its record names the layers). Throws NotFound for an
+   * image removed meanwhile: its layers may already be going.
+   */
+  lease(ids: readonly string[], reason: string): Lease {
+    const records = ids.map((id) => {
+      const r = this.o.images.get(id);
+      if (!r) throw notFound(`image ${id} was removed meanwhile; pull it again`, { field: 'config.image.image' });
+      return r;
+    });
+    const lease = this.newLease(reason);
+    for (const r of records) {
+      for (const b of r.blobs) lease.blobs.add(b);
+      for (const l of r.layers) lease.chains.add(l.chainId);
+    }
+    return lease;
+  }
+
+  /** The leases held now (Status verbose info, tests). */
+  leased(): Array<{ reason: string; blobs: number; chains: number }> {
+    return [...this.leases].map((l) => ({ reason: l.reason, blobs: l.blobs.size, chains: l.chains.size }));
+  }
+
+  private blobLeased(d: string): boolean {
+    for (const l of this.leases) if (l.blobs.has(d)) return true;
+    return false;
+  }
+
+  private chainLeased(c: string): boolean {
+    for (const l of this.leases) if (l.chains.has(c)) return true;
+    return false;
   }
 
   async pull(image: string, creds: Credentials | undefined, outer?: AbortSignal): Promise<ImageRecord> {
@@ -97,12 +153,14 @@ export class ImageService {
     const pending: Array<Promise<unknown>> = [];
     const started = process.hrtime.bigint();
     const added = { blobs: new Set<string>(), chains: new Set<string>() };
+    // Everything this pull uses, added or found present, is leased before it is looked at.
+    const lease = this.newLease(`pull ${formatReference(ref)}`);
     let bytes = 0;
     const log = this.o.log;
     log.info('pulling image', { image: formatReference(ref) });
     try {
-      const { manifest, manifestDigest, chain } = await this.resolveManifest(ref, source, signal, added);
-      const configBytes = await this.fetchSmall(ref, manifest.config, source, signal, added);
+      const { manifest, manifestDigest, chain } = await this.resolveManifest(ref, source, signal, added, lease);
+      const configBytes = await this.fetchSmall(ref, manifest.config, source, signal, added, lease);
       bytes += configBytes.length;
       const config = parseJson<ImageConfig>(configBytes, `config of ${formatReference(ref)}`);
       const diffIds = config.rootfs?.diff_ids ?? [];
@@ -114,6 +172,8 @@ export class ImageService {
         if (!layerTypes.has(l.mediaType)) throw invalidArgument(`${formatReference(ref)}: unsupported layer media type ${l.mediaType}`, { field: 'image' });
       }
       const chains = chainIds(diffIds);
+      for (const l of layers) lease.blobs.add(l.digest);
+      for (const c of chains) lease.chains.add(c);
       // Fetch with a bound; unpack each layer as soon as it and its parent are there
       // (overlayfs layers are independent; the copy snapshotter needs the parent first).
       const fetched = layers.map(() => deferred());
@@ -125,7 +185,7 @@ export class ImageService {
           try {
             if (!(await this.o.content.has(l.digest))) {
               added.blobs.add(l.digest);
-              await this.o.content.ingest(l.digest, l.size, () => source.blob(l.digest, l.size, signal));
+              await this.o.content.ingest(l.digest, l.size, (s) => source.blob(l.digest, l.size, s), signal);
               bytes += l.size;
               log.info('layer fetched', { image: formatReference(ref), layer: l.digest, bytes: l.size, of: `${i + 1}/${layers.length}` });
             }
@@ -168,6 +228,7 @@ export class ImageService {
         pulledAt: new Date().toISOString(),
       };
       const saved = await this.serial(() => this.o.images.put(record, tagReference(ref), `${repositoryOf(ref)}@${chain[0]}`));
+      lease.release();
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       log.info('image pulled', { image: formatReference(ref), id: saved.id, bytes, seconds: seconds.toFixed(3) });
       if (observed) this.o.onPull?.({ ref: formatReference(ref), bytes, seconds, ok: true });
@@ -175,6 +236,7 @@ export class ImageService {
     } catch (e: unknown) {
       stop.abort();
       await Promise.allSettled(pending);
+      lease.release();
       await this.serial(() => this.discard(added));
       if (observed) this.o.onPull?.({ ref: formatReference(ref), bytes, seconds: Number(process.hrtime.bigint() - started) / 1e9, ok: false });
       throw e;
@@ -190,8 +252,10 @@ export class ImageService {
     source: ContentSource,
     signal: AbortSignal | undefined,
     added: { blobs: Set<string> },
+    lease: Lease,
   ): Promise<{ manifest: ImageManifest; manifestDigest: string; chain: string[] }> {
     const top = await source.manifest(ref, signal);
+    lease.blobs.add(top.digest);
     await this.keep(top.digest, top.bytes, added);
     if (isManifest(top.mediaType)) {
       return { manifest: checkManifest(parseJson<ImageManifest>(top.bytes, formatReference(ref)), ref), manifestDigest: top.digest, chain: [top.digest] };
@@ -205,6 +269,7 @@ export class ImageService {
       throw invalidArgument(`${formatReference(ref)} has no image for ${want.os}/${want.architecture}${want.variant ? `/${want.variant}` : ''} (it has: ${have || 'none'})`, { field: 'image' });
     }
     const m = await source.manifest({ ...ref, digest: pick.digest, tag: undefined }, signal);
+    lease.blobs.add(m.digest);
     await this.keep(m.digest, m.bytes, added);
     return { manifest: checkManifest(parseJson<ImageManifest>(m.bytes, formatReference(ref)), ref), manifestDigest: m.digest, chain: [top.digest, m.digest] };
   }
@@ -216,11 +281,12 @@ export class ImageService {
     }
   }
 
-  private async fetchSmall(ref: ImageReference, d: Descriptor, source: ContentSource, signal: AbortSignal | undefined, added: { blobs: Set<string> }): Promise<Buffer> {
+  private async fetchSmall(ref: ImageReference, d: Descriptor, source: ContentSource, signal: AbortSignal | undefined, added: { blobs: Set<string> }, lease: Lease): Promise<Buffer> {
     if (d.size > 16 * 1024 * 1024) throw invalidArgument(`${formatReference(ref)}: config of ${d.size} bytes is too large`, { field: 'image' });
+    lease.blobs.add(d.digest);
     if (!(await this.o.content.has(d.digest))) {
       added.blobs.add(d.digest);
-      await this.o.content.ingest(d.digest, d.size, () => source.blob(d.digest, d.size, signal));
+      await this.o.content.ingest(d.digest, d.size, (s) => source.blob(d.digest, d.size, s), signal);
     }
     return this.o.content.read(d.digest);
   }
@@ -270,13 +336,19 @@ export class ImageService {
     });
   }
 
-  /** Blobs and layers that no image (and no container) needs. Call inside serial(). */
+  /**
+   * Blobs and layers that no image, no container and no lease needs. Call
+   * inside serial(). Leases are asked at each removal: one taken while gc
+   * runs protects what it names from then on.
+   */
   private async gc(): Promise<void> {
     const blobs = this.o.images.referencedBlobs();
-    for (const d of await this.o.content.list()) if (!blobs.has(d)) await this.o.content.delete(d);
+    for (const d of await this.o.content.list()) if (!blobs.has(d) && !this.blobLeased(d)) await this.o.content.delete(d);
     const chains = this.o.images.referencedChains();
-    const inUse = this.o.layersInUse?.() ?? new Set<string>();
-    for (const c of await this.o.layers.list()) if (!chains.has(c) && !inUse.has(c)) await this.o.layers.remove(c);
+    for (const c of await this.o.layers.list()) {
+      if (chains.has(c) || this.chainLeased(c) || (this.o.layersInUse?.() ?? new Set<string>()).has(c)) continue;
+      await this.o.layers.remove(c);
+    }
   }
 
   /** Collects garbage left from before (e.g. a crash mid-pull). */
@@ -285,10 +357,12 @@ export class ImageService {
   }
 
   private async discard(added: { blobs: Set<string>; chains: Set<string> }): Promise<void> {
+    // Another pull (or a create) may use what this one added: its lease keeps it.
     const blobs = this.o.images.referencedBlobs();
-    for (const d of added.blobs) if (!blobs.has(d)) await this.o.content.delete(d);
+    for (const d of added.blobs) if (!blobs.has(d) && !this.blobLeased(d)) await this.o.content.delete(d);
     const chains = this.o.images.referencedChains();
-    for (const c of added.chains) if (!chains.has(c)) await this.o.layers.remove(c);
+    const inUse = this.o.layersInUse?.() ?? new Set<string>();
+    for (const c of added.chains) if (!chains.has(c) && !inUse.has(c) && !this.chainLeased(c)) await this.o.layers.remove(c);
   }
 }
 

@@ -1,9 +1,11 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { invalidArgument } from '../errdefs/errors.js';
+import { fsyncDir, fsyncTree, removeDurable, syncFileSystem, writeFileDurable } from '../store/durable_file.js';
 import { diskFullError } from './disk_full.js';
+import { SharedJobs } from './shared_jobs.js';
 import type { Logger } from '../log/logger.js';
 import type { ApplyOptions } from './unpack/apply.js';
 import { unpackBlob, type UnpackJob, type UnpackJobResult } from './unpack_blob.js';
@@ -17,6 +19,15 @@ import { unpackBlob, type UnpackJob, type UnpackJobResult } from './unpack_blob.
 //   <root>/layers/<chain hex>/fs        the layer (or merged tree)
 //   <root>/layers/<chain hex>/layer.json
 //   <root>/layers/<chain hex>.unpack-*  being unpacked (removed on start)
+//
+// A layer counts as present when its layer.json is there, and that is
+// written only after the tree is on disk (an fsync of each file and folder,
+// or a syncfs of the file system: `durability`), then renamed into place and
+// the folder fsynced: after a power cut a layer is whole or absent, never an
+// empty tree that an image record points to. fsync is the default: it costs
+// about what syncfs does for a pull's layers (BENCHMARKS.md), and it waits
+// only on the layer's own data, where syncfs waits on every dirty page of
+// the file system — a container writing hard would slow every pull.
 
 export type Snapshotter = 'overlayfs' | 'copy';
 
@@ -37,6 +48,13 @@ export interface LayerStoreOptions {
   unpacker?: (job: UnpackJob, signal?: AbortSignal) => Promise<UnpackJobResult>;
   /** For the copy snapshotter: copies a tree (cp -a), to start a layer from its parent. */
   copyTree?: (from: string, to: string) => Promise<void>;
+  /**
+   * How an unpacked tree is made durable before it counts: 'fsync' (each
+   * file and folder, the default), 'syncfs' (one `sync -f`), 'none' (benchmarks).
+   */
+  durability?: 'syncfs' | 'fsync' | 'none';
+  /** The sync binary for 'syncfs'. */
+  sync?: string;
 }
 
 /** chainID(L0) = diffID(L0); chainID(Ln) = sha256(chainID(Ln-1) + " " + diffID(Ln)). */
@@ -50,7 +68,7 @@ export function chainIds(diffIds: readonly string[]): string[] {
 }
 
 export class LayerStore {
-  private readonly inflight = new Map<string, Promise<void>>();
+  private readonly inflight = new SharedJobs();
 
   constructor(private readonly o: LayerStoreOptions) {}
 
@@ -85,19 +103,19 @@ export class LayerStore {
   /**
    * Unpacks the blob at `blobPath` as the layer `chainId` (whose parent is `parentChainId`),
    * checking that its uncompressed bytes hash to `diffId`. Concurrent calls
-   * for one chain id share the work. On failure nothing of it stays.
+   * for one chain id share the work, which goes on while any caller still
+   * waits (`signal`: this caller's). On failure nothing of it stays.
    */
   async unpack(chainId: string, parentChainId: string | undefined, diffId: string, blobPath: string, signal?: AbortSignal): Promise<void> {
     if (await this.has(chainId)) return;
-    const running = this.inflight.get(chainId);
-    if (running) return running;
-    const job = this.doUnpack(chainId, parentChainId, diffId, blobPath, signal);
-    this.inflight.set(chainId, job);
-    try {
-      await job;
-    } finally {
-      this.inflight.delete(chainId);
-    }
+    await this.inflight.run(
+      chainId,
+      async (jobSignal) => {
+        if (await this.has(chainId)) return;
+        await this.doUnpack(chainId, parentChainId, diffId, blobPath, jobSignal);
+      },
+      signal,
+    );
   }
 
   private async doUnpack(chainId: string, parentChainId: string | undefined, diffId: string, blobPath: string, signal?: AbortSignal): Promise<void> {
@@ -124,9 +142,11 @@ export class LayerStore {
       if (got !== diffId) throw invalidArgument(`layer ${chainId} unpacks to ${got}, not the diff id ${diffId} its image config states`, { field: 'diff_ids' });
       for (const s of result.skipped) this.o.log.warn('layer entry skipped', { layer: diffId, entry: s.entry, reason: s.reason });
       const info: LayerInfo = { chainId, diffId, snapshotter: this.o.snapshotter };
-      await writeFile(join(work, 'layer.json'), JSON.stringify(info) + '\n');
+      await this.makeDurable(work);
+      await writeFileDurable(join(work, 'layer.json'), JSON.stringify(info) + '\n');
       await rm(final, { recursive: true, force: true });
       await rename(work, final);
+      await fsyncDir(join(this.o.root, 'layers'));
     } catch (e: unknown) {
       await rm(work, { recursive: true, force: true });
       throw diskFullError(e, this.o.root) ?? e;
@@ -139,6 +159,14 @@ export class LayerStore {
   }
 
   async remove(chainId: string): Promise<void> {
+    // The marker first: a crash midway leaves a folder without layer.json, which counts as absent and gc removes.
+    await removeDurable(join(this.dir(chainId), 'layer.json'));
     await rm(this.dir(chainId), { recursive: true, force: true });
+  }
+
+  private async makeDurable(work: string): Promise<void> {
+    const how = this.o.durability ?? 'fsync';
+    if (how === 'syncfs') await syncFileSystem(work, this.o.sync);
+    else if (how === 'fsync') await fsyncTree(work);
   }
 }

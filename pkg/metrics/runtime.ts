@@ -27,6 +27,8 @@ export interface RuntimeFacts {
   /** The runtime's pod sandboxes and containers, from its in-memory stores. */
   sandboxes(): ReadonlyArray<{ state: string }>;
   containers(): ReadonlyArray<{ state: string }>;
+  /** Records that did not parse at start and were moved aside (pkg/store/json_records.ts). */
+  recordsMovedAside?(): number;
 }
 
 /** How long a scrape waits for a slow source before it serves the last value. */
@@ -44,6 +46,18 @@ export function runtimeMetrics(registry: Registry, f: RuntimeFacts, o: { deadlin
     registers: [registry],
   });
   for (const limit of limitKinds) unenforced.set({ limit }, f.unenforced.includes(limit) ? 1 : 0);
+
+  const movedAside = f.recordsMovedAside;
+  if (movedAside) {
+    new Gauge({
+      name: 'usernode_records_moved_aside',
+      help: "Records (pods, containers, images) that did not parse at the runtime's start and were moved into the corrupt/ folder beside them; the log and `crictl info` name each.",
+      registers: [registry],
+      collect() {
+        this.set(movedAside());
+      },
+    });
+  }
 
   // Counters whose value the kernel keeps: each scrape sets them to what /proc says.
   const uplink = { rx: 0n, tx: 0n };

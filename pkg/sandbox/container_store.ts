@@ -1,5 +1,7 @@
 import { alreadyExists, notFound } from '../errdefs/errors.js';
 import { JsonRecords } from '../store/json_records.js';
+import { KeyedQueue } from '../store/keyed_queue.js';
+import { NameIndex } from '../store/name_index.js';
 import { type RecordChange, RecordObservers } from '../store/record_changes.js';
 
 // Container records, one JSON file each, written atomically.
@@ -14,6 +16,9 @@ import { type RecordChange, RecordObservers } from '../store/record_changes.js';
 // status calls and removal may all write the same container at once, and an
 // update that comes after the removal is dropped (a late exit must not bring
 // a removed container back).
+//
+// A name (pod, name, attempt) belongs to one container at a time:
+// CreateContainer reserves it (reserveName) before it makes anything.
 
 export type ContainerState = 'CONTAINER_CREATED' | 'CONTAINER_RUNNING' | 'CONTAINER_EXITED' | 'CONTAINER_UNKNOWN';
 
@@ -61,19 +66,41 @@ export class ContainerStore {
   private readonly records = new Map<string, ContainerRecord>();
   private readonly files: JsonRecords<ContainerRecord>;
   private readonly observers = new RecordObservers<ContainerRecord>();
-  private readonly queues = new Map<string, Promise<unknown>>();
+  private readonly queue = new KeyedQueue();
+  private readonly names = new NameIndex('container');
 
   constructor(dir: string) {
     this.files = new JsonRecords<ContainerRecord>(dir, (r) => r.id);
   }
 
   async init(): Promise<void> {
-    for (const r of await this.files.loadAll()) this.records.set(r.id, r);
+    for (const r of await this.files.loadAll()) {
+      this.records.set(r.id, r);
+      this.names.reserve(containerNameKey(r.sandboxId, r.metadata), r.id);
+    }
+  }
+
+  /**
+   * Takes the name `key` (containerNameKey) for the container `id` about to
+   * be made; throws AlreadyExists when another container has it or is being
+   * made with it. Synchronous: call it before CreateContainer's first await.
+   */
+  reserveName(key: string, id: string): void {
+    this.names.reserve(key, id);
+  }
+
+  /** Gives back a name reserved for `id` whose container was not made. */
+  releaseName(key: string, id: string): void {
+    if (!this.records.has(id)) this.names.release(key, id);
   }
 
   async add(r: ContainerRecord): Promise<void> {
-    const clash = this.list().find((o) => o.sandboxId === r.sandboxId && o.metadata.name === r.metadata.name && o.metadata.attempt === r.metadata.attempt);
-    if (clash) throw alreadyExists(`container ${r.metadata.name} (attempt ${r.metadata.attempt}) already exists in pod ${r.sandboxId.slice(0, 12)} (${clash.id})`, { field: 'config.metadata' });
+    const key = containerNameKey(r.sandboxId, r.metadata);
+    const owner = this.names.ownerOf(key);
+    if (owner !== undefined && owner !== r.id) {
+      throw alreadyExists(`container ${r.metadata.name} (attempt ${r.metadata.attempt}) already exists in pod ${r.sandboxId.slice(0, 12)} (${owner})`, { field: 'config.metadata' });
+    }
+    this.names.reserve(key, r.id);
     await this.serially(r.id, () => this.write(r));
   }
 
@@ -125,6 +152,7 @@ export class ContainerStore {
       await this.files.remove(id);
       const prev = this.records.get(id);
       this.records.delete(id);
+      this.names.releaseId(id);
       if (prev) this.observers.notify(prev, undefined);
     });
   }
@@ -143,12 +171,11 @@ export class ContainerStore {
 
   /** Runs `op` after every earlier operation on record `id` has settled. */
   private serially<T>(id: string, op: () => Promise<T>): Promise<T> {
-    const run = (this.queues.get(id) ?? Promise.resolve()).then(op, op);
-    const tail = run.catch(() => {});
-    this.queues.set(id, tail);
-    void tail.then(() => {
-      if (this.queues.get(id) === tail) this.queues.delete(id);
-    });
-    return run;
+    return this.queue.run(id, op);
   }
+}
+
+/** The key a container's name is unique under: its pod, name and attempt. */
+export function containerNameKey(sandboxId: string, m: { name: string; attempt: number }): string {
+  return `${sandboxId}/${m.name}/${m.attempt}`;
 }

@@ -12,7 +12,7 @@ import { pack } from 'tar-stream';
 // the node namespace reaches through slirp4netns (not loopback: the node
 // namespace cannot reach that by design).
 
-export type Fault = { kind: 'corrupt' } | { kind: 'cut'; afterBytes: number };
+export type Fault = { kind: 'corrupt' } | { kind: 'cut'; afterBytes: number } | { kind: 'hold'; release: Promise<void> };
 
 interface Blob {
   bytes: Buffer;
@@ -155,6 +155,10 @@ export class FakeRegistry {
       const bad = Buffer.from(blob.bytes);
       bad[bad.length - 1] = (bad[bad.length - 1]! + 1) % 256;
       res.end(bad);
+    } else if (fault.kind === 'hold') {
+      // A slow registry: a few bytes, then the rest once the test lets go.
+      res.write(blob.bytes.subarray(0, 16));
+      void fault.release.then(() => res.end(blob.bytes.subarray(16)));
     } else {
       // The registry "dies" mid-blob: half the bytes, then the connection drops.
       res.write(blob.bytes.subarray(0, fault.afterBytes), () => res.socket?.destroy());

@@ -310,7 +310,7 @@ describe('ImageStore', () => {
     assert.equal(reopened.resolve('quay.io/team/app:v1')?.id, `sha256:${idB}`);
   });
 
-  test('a corrupt .json record is dropped on init; a stale .tmp is removed; others load', async () => {
+  test('a corrupt .json record is moved aside into corrupt/ on init; a stale .tmp is removed; others load', async () => {
     const { dir } = await storeWithImages();
     const corrupt = join(dir, `${'d'.repeat(64)}.json`);
     await writeFile(corrupt, '{"id": "sha256:dddd", "repoTa');
@@ -318,6 +318,7 @@ describe('ImageStore', () => {
     const reopened = new ImageStore(dir);
     await reopened.init();
     assert.equal(existsSync(corrupt), false);
+    assert.equal((await readdir(join(dir, 'corrupt'))).filter((n) => n.startsWith(`${'d'.repeat(64)}.json.`)).length, 1, 'kept in corrupt/, not deleted');
     assert.equal(existsSync(join(dir, `${idA}.json.tmp`)), false);
     assert.deepEqual(
       reopened

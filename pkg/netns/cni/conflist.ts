@@ -1,5 +1,7 @@
-import { access, constants, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { access, constants, mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+
+import { writeFileDurable } from '../../store/durable_file.js';
 
 // The pod network's CNI configuration, written by the agent (the operator does
 // not hand-write a conflist): bridge usernode0 with host-local IPAM on the pod
@@ -47,9 +49,7 @@ export async function writeConflist(confDir: string, o: PodNetworkOptions): Prom
   await mkdir(confDir, { recursive: true, mode: 0o700 });
   const path = join(confDir, `10-${o.networkName}.conflist`);
   const text = JSON.stringify(buildConflist(o), null, 2) + '\n';
-  const tmp = `${path}.tmp`;
-  await writeFile(tmp, text, { mode: 0o600 });
-  await rename(tmp, path);
+  await writeFileDurable(path, text);
   return path;
 }
 

@@ -1,12 +1,13 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, open, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 
 import { unavailable } from '../../errdefs/errors.js';
 import type { Logger } from '../../log/logger.js';
 import type { NodeNamespace, NodeNamespaceDriver, TeardownReport } from '../node_namespace.js';
 import { descendants, isAlive, namespaceOf, processesOf, sleep, startTimeOf, terminate } from '../procfs.js';
+import { writeFileDurable } from '../../store/durable_file.js';
 
 // The node namespace made by rootlesskit (Debian package): a user namespace
 // mapped to the user's subuid/subgid range, a network namespace with
@@ -159,9 +160,7 @@ export class RootlesskitDriver implements NodeNamespaceDriver {
       if (rec.userNs === '' || rec.userNs === (await namespaceOf('self', 'user'))) {
         throw new Error(`rootlesskit's child (pid ${holderPid}) is not in a new user namespace`);
       }
-      const tmp = `${o.recordPath}.tmp`;
-      await writeFile(tmp, JSON.stringify(rec, null, 2) + '\n', { mode: 0o600 });
-      await rename(tmp, o.recordPath);
+      await writeFileDurable(o.recordPath, JSON.stringify(rec, null, 2) + '\n');
       o.log.info('node namespace ready', { holder: holderPid, rootlesskit: parentPid, netns: rec.netNs });
       return this.describe(rec, true);
     } catch (e: unknown) {
