@@ -5,6 +5,7 @@ import { dirname, isAbsolute, join, posix } from 'node:path';
 
 import type { CreateContainerRequest__Output, CreateContainerResponse } from '../../proto/types.js';
 import { alreadyExists, failedPrecondition, invalidArgument, messageOf, notFound, unimplemented } from '../errdefs/errors.js';
+import { mountRootsAnnotation, parseMountRoots } from '../safepath/mount_roots.js';
 import { buildOciSpecWithNotes, type CriContainerConfig } from '../sandbox/oci_spec.js';
 import type { ContainerRecord } from '../sandbox/container_store.js';
 import { CleanupStack } from './cleanup_stack.js';
@@ -29,6 +30,7 @@ export async function createContainer(req: CreateContainerRequest__Output, ctx: 
   if (clash) throw alreadyExists(`container ${config.metadata.name} (attempt ${config.metadata.attempt}) already exists in this pod (${clash.id})`, { field: 'config.metadata' });
   const image = ctx.images.status(imageName);
   if (!image) throw notFound(`image ${imageName} is not on this node; pull it first`, { field: 'config.image.image' });
+  const volumeRoots = parseMountRoots(config.annotations?.[mountRootsAnnotation]);
   /** Image volumes (a mount of an image, read-only): the image each names, by mount index. */
   const volumeImages = new Map<number, NonNullable<ReturnType<typeof ctx.images.status>>>();
   for (const [i, m] of (config.mounts ?? []).entries()) {
@@ -71,6 +73,19 @@ export async function createContainer(req: CreateContainerRequest__Output, ctx: 
       if (!st) throw invalidArgument(`image_sub_path "${m.imageSubPath}" does not exist in image ${m.image!.image}`, { field: `config.mounts[${i}].image_sub_path` });
       mounts[i] = { ...m, hostPath: source, readonly: true, propagation: 'PROPAGATION_PRIVATE', image: null };
     }
+    // Every other source is opened beneath its volume (or "/") and its descriptor
+    // bound where runc finds it: a path component swapped for a symlink by a
+    // container after the checks cannot redirect the mount (mount_sources.ts).
+    const pinned = await c.mountSources.pin(
+      id,
+      mounts.flatMap((m, i) => {
+        if (volumeImages.has(i)) return [];
+        const volume = volumeRoots.get(m.containerPath);
+        return [{ index: i, hostPath: m.hostPath, containerPath: m.containerPath, propagation: m.propagation, ...(volume ? { volume } : {}) }];
+      }),
+    );
+    undo.push('mount sources', () => c.mountSources.release(id));
+    for (const [i, path] of pinned) mounts[i] = { ...mounts[i]!, hostPath: path };
     const bundle = join(c.bundlesDir, id);
     await mkdir(bundle, { recursive: true, mode: 0o700 });
     undo.push('bundle', () => rm(bundle, { recursive: true, force: true }));

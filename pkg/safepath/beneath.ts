@@ -30,6 +30,8 @@ export interface BeneathOptions {
   field: string;
   /** Missing folders on the way (and at the end) are made, with this mode, as kubelet's doSafeMakeDir does. */
   makeDirs?: number;
+  /** `<dev>:<ino>` the root must still have (it was checked as that file): a root swapped since is refused. */
+  rootIdentity?: string;
 }
 
 const isUnder = (p: string, dir: string): boolean => dir === '/' || p === dir || p.startsWith(`${dir}/`);
@@ -57,6 +59,10 @@ export async function openBeneath(root: string, rel: string, o: BeneathOptions):
     const queue = parts(rel);
     // The root may be a file when nothing is walked below it (a hostPath of type File).
     stack.push({ fh: await open(top, O_PATH | O_CLOEXEC | (queue.length > 0 ? constants.O_DIRECTORY : 0)).catch((e: unknown) => throwFs(e, top, o.field)), name: '' });
+    if (o.rootIdentity !== undefined) {
+      const st = await stack[0]!.fh.stat({ bigint: true });
+      if (`${st.dev}:${st.ino}` !== o.rootIdentity) throw failedPrecondition(`${top} is no longer the file that was checked (it was replaced or a part of its path now leads elsewhere)`, { field: o.field });
+    }
     let links = 0;
     while (queue.length > 0) {
       const name = queue.shift()!;
