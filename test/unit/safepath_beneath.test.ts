@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, stat, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 
@@ -34,8 +34,8 @@ const opened = async (root: string, rel: string): Promise<string> => {
   }
 };
 
-const refusal = async (root: string, rel: string, code: string, want: RegExp): Promise<void> => {
-  const e = await rejection(openBeneath(root, rel, { field: 'spec.containers[0].volumeMounts[1].subPath' }));
+const refusal = async (root: string, rel: string, code: string, want: RegExp, rootIdentity?: string): Promise<void> => {
+  const e = await rejection(openBeneath(root, rel, { field: 'spec.containers[0].volumeMounts[1].subPath', ...(rootIdentity ? { rootIdentity } : {}) }));
   assert.ok(e instanceof DomainError, String(e));
   assert.equal(e.code, code, e.message);
   assert.equal(e.field, 'spec.containers[0].volumeMounts[1].subPath');
@@ -103,5 +103,19 @@ describe('openBeneath', () => {
     await refusal(vol, 'out/made', 'PermissionDenied', /outside/);
     await assert.rejects(stat(join(outside, 'made')), /ENOENT/, 'nothing was made outside the volume');
     assert.equal(await readFile(join(outside, 'secret'), 'utf8'), 'node file\n');
+  });
+});
+
+describe('openBeneath with the root identity the node half checked', () => {
+  test('the same folder opens; one swapped for a symlink elsewhere since is refused', async () => {
+    const { vol, outside } = await volume();
+    const st = await stat(vol, { bigint: true });
+    const id = `${st.dev}:${st.ino}`;
+    const fh = await openBeneath(vol, 'a', { field: 'f', rootIdentity: id });
+    await fh.close();
+    await rename(vol, `${vol}.moved`);
+    await mkdir(join(outside, 'a'));
+    await symlink(outside, vol);
+    await refusal(vol, 'a', 'FailedPrecondition', /no longer the file that was checked/, id);
   });
 });
