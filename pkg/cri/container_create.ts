@@ -44,7 +44,9 @@ export async function createContainer(req: CreateContainerRequest__Output, ctx: 
       continue;
     }
     // A missing host path becomes a folder, as containerd and docker do; one that cannot be is the caller's error.
-    if (isAbsolute(m.hostPath)) {
+    // Not inside a volume the node half prepared: it made what should be there, and a
+    // folder made now would be made through whatever symlink a container planted.
+    if (isAbsolute(m.hostPath) && !volumeRoots.has(m.containerPath)) {
       await stat(m.hostPath).catch(async (e: NodeJS.ErrnoException) => {
         if (e.code !== 'ENOENT') throw invalidArgument(`host_path "${m.hostPath}" cannot be used: ${e.message}`, { field: `config.mounts[${i}].host_path` });
         await mkdir(m.hostPath, { recursive: true, mode: 0o755 }).catch((err: Error) => {
