@@ -5,6 +5,7 @@ import { describe, test } from 'node:test';
 
 import { DomainError } from '../../pkg/errdefs/errors.js';
 import { openBeneath, pathOf } from '../../pkg/safepath/beneath.js';
+import { encodeMountRoots, mountRootsAnnotation, parseMountRoots } from '../../pkg/safepath/mount_roots.js';
 import { rejection, tempFolders } from '../lib/unit.js';
 
 // The walker that opens a volume's subPath (or a CRI host path) without a
@@ -117,5 +118,16 @@ describe('openBeneath with the root identity the node half checked', () => {
     await mkdir(join(outside, 'a'));
     await symlink(outside, vol);
     await refusal(vol, 'a', 'FailedPrecondition', /no longer the file that was checked/, id);
+  });
+});
+
+describe('the mount-roots annotation', () => {
+  test('round trip; a malformed one is InvalidArgument naming the annotation', () => {
+    const roots = new Map([['/data', { root: '/vol/a', identity: '2049:1234' }]]);
+    assert.deepEqual(parseMountRoots(encodeMountRoots(roots)), roots);
+    assert.deepEqual(parseMountRoots(undefined), new Map());
+    for (const bad of ['{', '[]', '{"/d":{"root":"rel"}}', '{"/d":{"root":"/a","identity":"x"}}']) {
+      assert.throws(() => parseMountRoots(bad), (e: unknown) => e instanceof DomainError && e.code === 'InvalidArgument' && e.field === `config.annotations["${mountRootsAnnotation}"]`, bad);
+    }
   });
 });
