@@ -86,13 +86,21 @@ export async function openBeneath(root: string, rel: string, o: BeneathOptions):
       }
       const st = await fh.stat();
       if (st.isSymbolicLink()) {
-        let target: string;
+        let target: string | undefined;
         try {
           if (++links > maxSymlinks) throw failedPrecondition(`${shown([...walked, name])}: too many levels of symbolic links`, { field: o.field });
           // Read through the parent's descriptor: whatever it says is then walked beneath the root like any path.
-          target = await readlink(fdPath(dir.fh.fd, name));
+          target = await readlink(fdPath(dir.fh.fd, name)).catch((e: unknown) => {
+            // Renamed or replaced since it was opened: look the name up again.
+            if (errno(e) === 'ENOENT' || errno(e) === 'EINVAL') return undefined;
+            throw e;
+          });
         } finally {
           await fh.close();
+        }
+        if (target === undefined) {
+          queue.unshift(name);
+          continue;
         }
         if (posix.isAbsolute(target)) {
           if (!isUnder(posix.normalize(target), top)) throw permissionDenied(`${shown([...walked, name])} is a symlink to ${target}, outside ${top}`, { field: o.field });
