@@ -39,7 +39,7 @@ describe('bind mount sources against a container swapping a symlink (the CVE-201
     try {
       ({ containerId: id } = await call<{ containerId: string }>('CreateContainer', {
         podSandboxId: pod,
-        config: { metadata: { name }, image: { image: busybox }, command: ['sh', '-c', 'ls -A /mnt | tr "\\n" " "; echo'], logPath: `${name}.log`, linux: {}, mounts: [mount], annotations },
+        config: { metadata: { name }, image: { image: busybox }, command: ['sh', '-c', 'ls -A /mnt 2>&1 | tr "\\n" " "; echo'], logPath: `${name}.log`, linux: {}, mounts: [mount], annotations },
         sandboxConfig: { metadata: { name: 'race', namespace: 'default', uid: 'race-uid' } },
       }));
     } catch (e: unknown) {
@@ -48,8 +48,12 @@ describe('bind mount sources against a container swapping a symlink (the CVE-201
     try {
       await call('StartContainer', { containerId: id });
       await eventually(`${name} to exit`, async () => ((await call<{ status: { state: string } }>('ContainerStatus', { containerId: id })).status.state === 'CONTAINER_EXITED' ? true : undefined), 30000);
-      const line = /^\S+ stdout F (.*)$/m.exec(await readFile(join(logs, `${name}.log`), 'utf8'));
-      return { listing: (line?.[1] ?? '').trim() };
+      // The CRI log: partial records (P) until the full one (F); the exit can be seen a moment before the last is written.
+      const out = await eventually(`${name}'s output`, async () => {
+        const records = [...(await readFile(join(logs, `${name}.log`), 'utf8')).matchAll(/^\S+ stdout ([PF]) (.*)$/gm)];
+        return records.some((r) => r[1] === 'F') ? records.map((r) => r[2]).join('') : undefined;
+      }, 10000);
+      return { listing: out.trim() };
     } finally {
       await call('RemoveContainer', { containerId: id });
     }
