@@ -145,6 +145,11 @@ export async function createContainer(req: CreateContainerRequest__Output, ctx: 
       await c.runtime.delete(id, true);
       await rm(join(c.exitDir, id), { force: true });
     });
+    // runc create has made the container's mounts (copies that keep their peer
+    // groups): the pinned sources have done their work. Kept, they would make
+    // the host paths' submounts busy in the node's mount namespace, where a
+    // client (critest) removes its folders.
+    await c.mountSources.release(id).catch((e: unknown) => log.warn('pinned mount sources stay until the container is removed', { id: id.slice(0, 12), error: messageOf(e) }));
 
     const record: ContainerRecord = {
       id,

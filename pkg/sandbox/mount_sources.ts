@@ -16,8 +16,9 @@ import type { MountRoot } from '../safepath/mount_roots.js';
 // /proc/self/fd/3 of the mount process, at
 //     <root>/<container id>/<mount index>
 // which only this runtime writes; runc gets that path. The binds live in the
-// node's mount namespace and go with the container (release), or with the
-// orphan sweep for a container whose record is gone (ids()).
+// node's mount namespace only until runc create has made the container's own
+// copies (CreateContainer releases them then; RemoveContainer again, for a
+// create cut short), or the orphan sweep finds them without a record (ids()).
 //
 // Propagation: the bind is recursive (submounts of the source come along, as
 // with runc's own rbind) and keeps the source's peer group for Bidirectional,
