@@ -92,7 +92,8 @@ export class MountSources {
       throw e instanceof DomainError ? new DomainError(e.code, msg, { field, cause: e }) : failedPrecondition(msg, { field, cause: e });
     }
     try {
-      const target = join(this.dir(id), String(s.index));
+      // A bind that keeps the source's peer group is named so: release makes it private before unmounting it.
+      const target = join(this.dir(id), s.propagation === 'PROPAGATION_BIDIRECTIONAL' ? `${s.index}.shared` : String(s.index));
       // A bind needs a mount point of its kind: a folder for a folder, a file for anything else.
       if ((await fh.stat()).isDirectory()) await mkdir(target, { mode: 0o711 });
       else await writeFile(target, '', { mode: 0o600, flag: 'wx' });
@@ -119,11 +120,13 @@ export class MountSources {
     });
     if (!names) return;
     const stuck: string[] = [];
+    // Private first, so the unmount propagates to no peer (see the top of the file); a
+    // private or slave bind has no peer and no slave (runc's copy is a slave of the source's group).
+    for (const name of names.filter((n) => n.endsWith('.shared'))) await run(this.o.mount, ['-c', '--make-rprivate', join(dir, name)]);
+    // One umount for all (those not mounted just fail): a spawn per mount costs pod starts.
+    if (names.length > 0) await run(this.o.umount, ['-c', '-l', ...names.map((n) => join(dir, n))]);
     for (const name of names) {
       const target = join(dir, name);
-      // Private first, so the unmount propagates to no peer (see the top of the file).
-      await run(this.o.mount, ['-c', '--make-rprivate', target]);
-      for (let i = 0; i < 8; i++) if ((await run(this.o.umount, ['-c', '-l', target])).code !== 0) break;
       try {
         await rmdir(target);
       } catch (e: unknown) {
