@@ -12,7 +12,8 @@ import { type AgentProcess, eventually, requiredEnv, TestNode } from '../lib/age
 // file of the pod's labels, a hostPath the user owns (read and written by the
 // pod), $(VAR) expansion; a hostPath the user does not own keeps its pod from
 // starting and the log says why; a removed pod's volumes go, even files a
-// container made as another user.
+// container made as another user; subPath and subPathExpr mounts, and a
+// subPath a container turned into a symlink out of the volume refused.
 
 describe('usernode pod volumes', () => {
   let node: TestNode;
