@@ -15,6 +15,7 @@ import { movedAsideRecords } from '../../pkg/store/json_records.js';
 import { ContainerStore } from '../../pkg/sandbox/container_store.js';
 import { ConmonMonitor } from '../../pkg/sandbox/conmon.js';
 import { RuncRuntime } from '../../pkg/sandbox/runc.js';
+import { MountSources } from '../../pkg/sandbox/mount_sources.js';
 import { ContainerRootfs } from '../../pkg/image/container_rootfs.js';
 import type { ContainerRuntime } from '../../pkg/cri/containers.js';
 import { type ContainerEvent, publishLifecycleEvents } from '../../pkg/cri/container_events.js';
@@ -153,6 +154,8 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
   const containers: ContainerRuntime = {
     store: containerStore,
     rootfs: new ContainerRootfs({ root: p.snapshotsDir, viewRoot: '/run/usernode/userns', snapshotter: snap.snapshotter, mount: c.tools.mount ?? '/bin/mount', umount: c.tools.umount ?? '/bin/umount', cp: c.tools.cp ?? '/bin/cp' }),
+    // On the node namespace's own /run, as the user-namespace views: the binds exist only in its mount namespace.
+    mountSources: new MountSources({ root: '/run/usernode/mounts', mount: c.tools.mount ?? '/bin/mount', umount: c.tools.umount ?? '/bin/umount' }),
     runtime: new RuncRuntime(runc, p.runcRoot),
     monitor: new ConmonMonitor(c.tools.conmon ?? '/usr/bin/conmon', runc, p.runcRoot),
     bundlesDir: p.bundlesDir,

@@ -5,6 +5,7 @@ import { dirname, isAbsolute, join, posix } from 'node:path';
 
 import type { CreateContainerRequest__Output, CreateContainerResponse } from '../../proto/types.js';
 import { failedPrecondition, invalidArgument, messageOf, notFound, unimplemented } from '../errdefs/errors.js';
+import { mountRootsAnnotation, parseMountRoots } from '../safepath/mount_roots.js';
 import { buildOciSpecWithNotes, type CriContainerConfig } from '../sandbox/oci_spec.js';
 import { containerNameKey, type ContainerRecord } from '../sandbox/container_store.js';
 import type { SandboxRecord } from '../sandbox/sandbox_store.js';
@@ -46,6 +47,7 @@ async function create(req: CreateContainerRequest__Output, ctx: CriContext, sand
   const c = ctx.containers;
   const image = ctx.images.status(imageName);
   if (!image) throw notFound(`image ${imageName} is not on this node; pull it first`, { field: 'config.image.image' });
+  const volumeRoots = parseMountRoots(config.annotations?.[mountRootsAnnotation]);
   /** Image volumes (a mount of an image, read-only): the image each names, by mount index. */
   const volumeImages = new Map<number, NonNullable<ReturnType<typeof ctx.images.status>>>();
   for (const [i, m] of (config.mounts ?? []).entries()) {
@@ -59,7 +61,9 @@ async function create(req: CreateContainerRequest__Output, ctx: CriContext, sand
       continue;
     }
     // A missing host path becomes a folder, as containerd and docker do; one that cannot be is the caller's error.
-    if (isAbsolute(m.hostPath)) {
+    // Not inside a volume the node half prepared: it made what should be there, and a
+    // folder made now would be made through whatever symlink a container planted.
+    if (isAbsolute(m.hostPath) && !volumeRoots.has(m.containerPath)) {
       await stat(m.hostPath).catch(async (e: NodeJS.ErrnoException) => {
         if (e.code !== 'ENOENT') throw invalidArgument(`host_path "${m.hostPath}" cannot be used: ${e.message}`, { field: `config.mounts[${i}].host_path` });
         await mkdir(m.hostPath, { recursive: true, mode: 0o755 }).catch((err: Error) => {
@@ -90,6 +94,19 @@ async function create(req: CreateContainerRequest__Output, ctx: CriContext, sand
       if (!st) throw invalidArgument(`image_sub_path "${m.imageSubPath}" does not exist in image ${m.image!.image}`, { field: `config.mounts[${i}].image_sub_path` });
       mounts[i] = { ...m, hostPath: source, readonly: true, propagation: 'PROPAGATION_PRIVATE', image: null };
     }
+    // Every other source is opened beneath its volume (or "/") and its descriptor
+    // bound where runc finds it: a path component swapped for a symlink by a
+    // container after the checks cannot redirect the mount (mount_sources.ts).
+    const pinned = await c.mountSources.pin(
+      id,
+      mounts.flatMap((m, i) => {
+        if (volumeImages.has(i)) return [];
+        const volume = volumeRoots.get(m.containerPath);
+        return [{ index: i, hostPath: m.hostPath, containerPath: m.containerPath, propagation: m.propagation, ...(volume ? { volume } : {}) }];
+      }),
+    );
+    undo.push('mount sources', () => c.mountSources.release(id));
+    for (const [i, path] of pinned) mounts[i] = { ...mounts[i]!, hostPath: path };
     const bundle = join(c.bundlesDir, id);
     await mkdir(bundle, { recursive: true, mode: 0o700 });
     undo.push('bundle', () => rm(bundle, { recursive: true, force: true }));
@@ -147,6 +164,11 @@ async function create(req: CreateContainerRequest__Output, ctx: CriContext, sand
       await c.runtime.delete(id, true);
       await rm(join(c.exitDir, id), { force: true });
     });
+    // runc create has made the container's mounts (copies that keep their peer
+    // groups): the pinned sources have done their work. Kept, they would make
+    // the host paths' submounts busy in the node's mount namespace, where a
+    // client (critest) removes its folders.
+    await c.mountSources.release(id).catch((e: unknown) => log.warn('pinned mount sources stay until the container is removed', { id: id.slice(0, 12), error: messageOf(e) }));
 
     const record: ContainerRecord = {
       id,

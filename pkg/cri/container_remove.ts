@@ -22,6 +22,7 @@ export async function removeContainer(req: RemoveContainerRequest__Output, ctx: 
 export async function removeRecord(r: ContainerRecord, c: ContainerRuntime): Promise<void> {
   await stopRecord(r, 0, c);
   await c.runtime.delete(r.id, true);
+  await c.mountSources.release(r.id);
   await c.rootfs.remove(r.id);
   await rm(r.bundle, { recursive: true, force: true });
   await rm(join(c.exitDir, r.id), { force: true });

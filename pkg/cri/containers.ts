@@ -3,6 +3,7 @@ import { join } from 'node:path';
 
 import type { ContainerRootfs } from '../image/container_rootfs.js';
 import type { ContainerRecord, ContainerStore } from '../sandbox/container_store.js';
+import type { MountSources } from '../sandbox/mount_sources.js';
 import type { ContainerMonitor, OciRuntime } from '../sandbox/oci_runtime.js';
 import type { StatsCollector } from '../sandbox/stats_collector.js';
 
@@ -10,6 +11,8 @@ import type { StatsCollector } from '../sandbox/stats_collector.js';
 export interface ContainerRuntime {
   store: ContainerStore;
   rootfs: ContainerRootfs;
+  /** Bind mount sources pinned by descriptor, per container. */
+  mountSources: MountSources;
   runtime: OciRuntime;
   monitor: ContainerMonitor;
   bundlesDir: string;

@@ -9,7 +9,7 @@ import { removeContainerLogs } from './container_log_manager.js';
 import { tailCriLog } from './cri_log.js';
 import { containerEnv, expandCommand, type NodeAllocatable, type PodFields } from './pod_env.js';
 import type { PodContainer, PodManifest } from './pod_manifest.js';
-import { type ClusterObjects, type CriMount, podsWithVolumes, type PodVolumes, setUpPodVolumes, tearDownPodVolumes } from './pod_volumes.js';
+import { type ClusterObjects, type CriMount, criMountsOf, podsWithVolumes, type PodVolumes, setUpPodVolumes, tearDownPodVolumes } from './pod_volumes.js';
 import { linuxResources, qosClass, sandboxResources } from './pod_resources.js';
 import { type NodeDns, sandboxDns } from './pod_dns.js';
 import { pullAuthsFor } from './pull_secrets.js';
@@ -589,6 +589,8 @@ export class PodManager {
       if (problem) throw new Error(problem);
     }
     const made = await this.containerSettings(pod, c, volumes, f);
+    // The volume roots travel in an annotation: the runtime binds each host path opened beneath its volume.
+    const cri = criMountsOf([...made.mounts, ...extraMounts]);
     return {
       metadata: { name: c.name, attempt },
       image: { image: c.image },
@@ -596,7 +598,8 @@ export class PodManager {
       args: made.args,
       // KeyValue.value is bytes in CRI v1.37.
       envs: made.envs.map((e) => ({ key: e.key, value: Buffer.from(e.value) })),
-      mounts: [...made.mounts, ...extraMounts],
+      mounts: cri.mounts,
+      annotations: cri.annotations,
       workingDir: c.workingDir ?? '',
       logPath: `${c.name}/${attempt}.log`,
       labels: { [containerNameLabel]: c.name, [uidLabel]: pod.uid },

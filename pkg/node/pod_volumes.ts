@@ -1,11 +1,13 @@
 import { execFile } from 'node:child_process';
-import type { Stats } from 'node:fs';
+import type { BigIntStats } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { chmod, lstat, mkdir, open, readdir, readFile, realpath, rename, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import { dirname, join, sep } from 'node:path';
 import { promisify } from 'node:util';
 
 import { DomainError, failedPrecondition, invalidArgument, notFound, permissionDenied } from '../errdefs/errors.js';
+import { openBeneath, pathOf } from '../safepath/beneath.js';
+import { encodeMountRoots, identityOf, type MountRoot, mountRootsAnnotation } from '../safepath/mount_roots.js';
 import { type Payload, writeAtomically } from './atomic_writer.js';
 import { type ConfigObjects, expand, fieldValue, type KeyValue, type NodeAllocatable, resourceValue } from './pod_env.js';
 import type { DownwardAPIFile, HostPathType, KeyToPath, PodContainer, PodManifest, PodVolume } from './pod_manifest.js';
@@ -41,6 +43,21 @@ export interface CriMount {
   propagation: 'PROPAGATION_PRIVATE' | 'PROPAGATION_HOST_TO_CONTAINER' | 'PROPAGATION_BIDIRECTIONAL';
   selinuxRelabel: false;
   recursiveReadOnly: boolean;
+  /**
+   * Not a CRI field: the volume the host path lies in, as checked here.
+   * criMountsOf moves it into the container's mount-roots annotation, so the
+   * runtime opens the path beneath it (safepath/mount_roots.ts).
+   */
+  volume?: MountRoot;
+}
+
+/** The CRI mounts without their volume roots, and the annotation that carries those roots. */
+export function criMountsOf(mounts: readonly CriMount[]): { mounts: CriMount[]; annotations: Record<string, string> } {
+  const roots = new Map(mounts.flatMap((m) => (m.volume ? [[m.containerPath, m.volume] as const] : [])));
+  return {
+    mounts: mounts.map(({ volume: _volume, ...m }) => m),
+    annotations: roots.size > 0 ? { [mountRootsAnnotation]: encodeMountRoots(roots) } : {},
+  };
 }
 
 export interface VolumeRoots {
@@ -118,7 +135,7 @@ interface TokenState {
 /** Sets up (or refreshes: configMap and secret changes, tokens at 80% of their life) the pod's volumes. Idempotent. */
 export async function setUpPodVolumes(pod: PodManifest, d: VolumeSetUp): Promise<PodVolumes> {
   const now = d.now ?? Date.now;
-  const paths = new Map<string, { hostPath: string; apiData: boolean }>();
+  const paths = new Map<string, VolumePath>();
   const notes: string[] = [];
   if (pod.volumes.length > 0) {
     await ownRoot(d.root, d.uid);
@@ -146,14 +163,16 @@ export async function setUpPodVolumes(pod: PodManifest, d: VolumeSetUp): Promise
           sub = expand(m.subPathExpr, (n) => vars.get(n));
           if (sub.startsWith('/') || sub.split('/').includes('..')) throw invalidArgument(`${field}.subPathExpr: expands to ${JSON.stringify(sub)}, which leaves the volume`, { field: `${field}.subPathExpr` });
         }
+        const volume = await rootOf(v.hostPath, v.identity);
         out.push({
           containerPath: m.mountPath,
-          hostPath: sub === '' ? v.hostPath : await subPathIn(v.hostPath, sub, `${field}.subPath`),
+          hostPath: sub === '' ? volume.root : await subPathIn(volume, sub, `${field}.${m.subPathExpr !== undefined ? 'subPathExpr' : 'subPath'}`),
           // kubelet mounts API data volumes read-only whatever the mount says.
           readonly: m.readOnly || v.apiData,
           propagation: m.mountPropagation === 'HostToContainer' ? 'PROPAGATION_HOST_TO_CONTAINER' : m.mountPropagation === 'Bidirectional' ? 'PROPAGATION_BIDIRECTIONAL' : 'PROPAGATION_PRIVATE',
           selinuxRelabel: false,
           recursiveReadOnly: m.recursiveReadOnly,
+          volume,
         });
       }
       return out;
@@ -161,7 +180,20 @@ export async function setUpPodVolumes(pod: PodManifest, d: VolumeSetUp): Promise
   };
 }
 
-async function setUpVolume(pod: PodManifest, v: PodVolume, field: string, d: VolumeSetUp, now: () => number, notes: string[]): Promise<{ hostPath: string; apiData: boolean }> {
+interface VolumePath {
+  hostPath: string;
+  apiData: boolean;
+  /** A hostPath's identity when its checks passed: the runtime refuses another file there. */
+  identity?: string;
+}
+
+/** The volume's folder resolved, and the identity the runtime must find there (checked now, or when a hostPath was). */
+async function rootOf(hostPath: string, identity: string | undefined): Promise<MountRoot> {
+  const root = await realpath(hostPath);
+  return { root, identity: identity ?? identityOf(await stat(root, { bigint: true })) };
+}
+
+async function setUpVolume(pod: PodManifest, v: PodVolume, field: string, d: VolumeSetUp, now: () => number, notes: string[]): Promise<VolumePath> {
   const s = v.source;
   if (d.reuseWritten && (s.kind === 'configMap' || s.kind === 'secret' || s.kind === 'projected')) {
     const dir = volumeDir(s.kind === 'configMap' ? d.root : d.memoryRoot, pod.uid, v.name);
@@ -212,8 +244,10 @@ async function setUpVolume(pod: PodManifest, v: PodVolume, field: string, d: Vol
       if (Object.keys(kept).length > 0) await writeTokens(pod.uid, v.name, d, kept);
       return { hostPath: dir, apiData: true };
     }
-    case 'hostPath':
-      return { hostPath: await checkHostPath(s.path, s.type, d, `${field}.hostPath.path`), apiData: false };
+    case 'hostPath': {
+      const checked = await checkHostPath(s.path, s.type, d, `${field}.hostPath.path`);
+      return { hostPath: checked.path, identity: checked.identity, apiData: false };
+    }
   }
 }
 
@@ -308,7 +342,7 @@ async function token(pod: PodManifest, src: { audience: string; expirationSecond
 const isUnder = (p: string, dir: string): boolean => p === dir || p.startsWith(dir.endsWith(sep) ? dir : dir + sep);
 
 /** A hostPath the node's user may hand to a pod: theirs, reachable as themselves, of the type asked, seen by the node namespace. */
-async function checkHostPath(path: string, type: HostPathType, d: VolumeSetUp, field: string): Promise<string> {
+async function checkHostPath(path: string, type: HostPathType, d: VolumeSetUp, field: string): Promise<{ path: string; identity: string }> {
   const rule = `a usernode pod may mount only paths its user (uid ${d.uid}) owns`;
   const reach = async (p: string): Promise<string | undefined> => {
     try {
@@ -356,37 +390,32 @@ async function checkHostPath(path: string, type: HostPathType, d: VolumeSetUp, f
   if (copied && !shared.some((s) => isUnder(resolved, s))) {
     throw failedPrecondition(`${path} is under ${copied}, of which the node namespace has a copy of its own (rootlesskit --copy-up): the runtime would not see it as it is`, { field });
   }
-  return resolved;
+  return { path: resolved, identity: identityOf(st) };
 }
 
-async function ownedBy(p: string, uid: number, rule: string, field: string): Promise<Stats> {
-  const st = await stat(p);
-  if (st.uid !== uid) throw permissionDenied(`${p} is owned by uid ${st.uid}: ${rule}`, { field });
+async function ownedBy(p: string, uid: number, rule: string, field: string): Promise<BigIntStats> {
+  const st = await stat(p, { bigint: true });
+  if (st.uid !== BigInt(uid)) throw permissionDenied(`${p} is owned by uid ${st.uid}: ${rule}`, { field });
   return st;
 }
 
 /**
- * `sub` inside the volume folder `base`, made if missing, as kubelet does.
- * No step may be a symlink that leads out of the volume: a container could
- * plant one in an emptyDir to reach the user's own files.
+ * `sub` inside the volume, made if missing, as kubelet does (doSafeMakeDir):
+ * walked from the volume's folder one component at a time, following a
+ * symlink only while it stays in the volume — a container could plant one in
+ * an emptyDir to reach the user's own files. The runtime walks it again
+ * beneath the same folder when it binds it (the container may swap a
+ * component meanwhile).
  */
-async function subPathIn(base: string, sub: string, field: string): Promise<string> {
-  const root = await realpath(base);
-  let at = root;
-  const parts = sub.split('/').filter((p) => p !== '' && p !== '.');
-  for (const [i, part] of parts.entries()) {
-    const next = join(at, part);
-    const st = await lstat(next).catch(() => undefined);
-    if (!st) {
-      await mkdir(next, { mode: 0o755 });
-      at = next;
-      continue;
-    }
-    const real = await realpath(next);
-    if (!isUnder(real, root)) throw permissionDenied(`subPath ${sub} leads out of the volume (${parts.slice(0, i + 1).join('/')} is a symlink to ${real})`, { field });
-    at = real;
+async function subPathIn(volume: MountRoot, sub: string, field: string): Promise<string> {
+  const fh = await openBeneath(volume.root, sub, { field, makeDirs: 0o755, ...(volume.identity ? { rootIdentity: volume.identity } : {}) }).catch((e: unknown) => {
+    throw e instanceof DomainError && e.code === 'PermissionDenied' ? new DomainError(e.code, `subPath ${sub} leads out of the volume: ${e.message}`, { field, cause: e }) : e;
+  });
+  try {
+    return await pathOf(fh);
+  } finally {
+    await fh.close();
   }
-  return at;
 }
 
 /** The pods that have volume folders on this node, by uid (to find what is left of removed pods). */

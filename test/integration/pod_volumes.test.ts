@@ -12,7 +12,8 @@ import { type AgentProcess, eventually, requiredEnv, TestNode } from '../lib/age
 // file of the pod's labels, a hostPath the user owns (read and written by the
 // pod), $(VAR) expansion; a hostPath the user does not own keeps its pod from
 // starting and the log says why; a removed pod's volumes go, even files a
-// container made as another user.
+// container made as another user; subPath and subPathExpr mounts, and a
+// subPath a container turned into a symlink out of the volume refused.
 
 describe('usernode pod volumes', () => {
   let node: TestNode;
@@ -125,5 +126,42 @@ describe('usernode pod volumes', () => {
     await eventually('the volume folder to go', async () => ((await readdir(volumes)).length === 0 ? true : undefined), 60000);
     assert.equal(await readFile(join(hostData, 'in'), 'utf8'), 'from-the-host\n');
     assert.doesNotMatch(agent.log, /pod volumes could not be removed/);
+  });
+
+  it('mounts a subPath (made by the node half) and a subPathExpr; a subPath that is a symlink out of its volume keeps the container from being created, naming the mount', async () => {
+    const pod = {
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: 'subpaths' },
+      spec: {
+        volumes: [{ name: 'shared', emptyDir: {} }],
+        // A container plants a symlink to the node's / in the volume before the others are made.
+        initContainers: [{ name: 'plant', image: busybox, command: ['ln', '-s', '/', '/all/escape'], volumeMounts: [{ name: 'shared', mountPath: '/all' }] }],
+        containers: [
+          {
+            name: 'sub-writer',
+            image: busybox,
+            env: [{ name: 'DIR', value: 'by-expr' }],
+            command: ['sh', '-c', 'echo from-sub > /ab/f; echo from-expr > /expr/g; echo "all=$(cat /all/a/b/f) $(cat /all/by-expr/g)"; sleep 300'],
+            volumeMounts: [
+              { name: 'shared', mountPath: '/all' },
+              { name: 'shared', mountPath: '/ab', subPath: 'a/b' },
+              { name: 'shared', mountPath: '/expr', subPathExpr: '$(DIR)' },
+            ],
+          },
+          {
+            name: 'escaper',
+            image: busybox,
+            command: ['sh', '-c', 'ls /root-of-node; sleep 300'],
+            volumeMounts: [{ name: 'shared', mountPath: '/root-of-node', subPath: 'escape' }],
+          },
+        ],
+      },
+    };
+    await writeFile(join(dir, 'subpaths.json'), JSON.stringify(pod));
+    assert.match(await logsOf('sub-writer', /all=/), /^all=from-sub from-expr$/m);
+    await eventually('the escaping subPath refused, naming the mount', async () => (/spec\.containers\[1\]\.volumeMounts\[0\]\.subPath: subPath escape leads out of the volume/.test(agent.log) ? true : undefined), 60000);
+    assert.deepEqual(await containers('escaper'), [], 'the container with the escaping subPath was made');
+    await rm(join(dir, 'subpaths.json'));
   });
 });

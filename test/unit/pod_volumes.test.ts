@@ -5,7 +5,8 @@ import { describe, test } from 'node:test';
 
 import { writeAtomically } from '../../pkg/node/atomic_writer.js';
 import { parseManifest, type PodManifest } from '../../pkg/node/pod_manifest.js';
-import { type ClusterObjects, setUpPodVolumes, tearDownPodVolumes } from '../../pkg/node/pod_volumes.js';
+import { type ClusterObjects, criMountsOf, setUpPodVolumes, tearDownPodVolumes } from '../../pkg/node/pod_volumes.js';
+import { mountRootsAnnotation } from '../../pkg/safepath/mount_roots.js';
 import { rejection, tempFolders } from '../lib/unit.js';
 
 // Pod volumes on the node: the atomic writer's folder layout and updates, each
@@ -115,6 +116,12 @@ describe('pod volumes', () => {
     assert.equal(await readFile(join(sa, 'namespace'), 'utf8'), 'shop');
     assert.equal(at('/work').hostPath, join(root, 'pod-1', 'volumes', 'scratch', 'web'), 'subPathExpr expanded and made');
     assert.equal(at('/work').propagation, 'PROPAGATION_PRIVATE');
+    // Each mount names its volume folder and that folder's identity, for the runtime to open the path beneath it.
+    const scratch = await stat(join(root, 'pod-1', 'volumes', 'scratch'), { bigint: true });
+    assert.deepEqual(at('/work').volume, { root: join(root, 'pod-1', 'volumes', 'scratch'), identity: `${scratch.dev}:${scratch.ino}` });
+    const cri = criMountsOf(mounts);
+    assert.ok(cri.mounts.every((m) => !('volume' in m)), 'the CRI mounts carry no field the CRI lacks');
+    assert.deepEqual(JSON.parse(cri.annotations[mountRootsAnnotation]!)['/work'], at('/work').volume);
 
     // A sync soon after: nothing asked again, nothing rewritten.
     const before = await readlink(join(sa, '..data'));
