@@ -301,6 +301,20 @@ describe('the kubelet API on a real node', () => {
     assert.equal((await get('/run/shop/web/app?cmd=id')).status, 405);
   });
 
+  it('/run: a client that leaves takes its command with it', async () => {
+    const tls = await tlsOptions();
+    const running = async (): Promise<boolean> => {
+      const r = await node.crictl(['exec', '--sync', await appId(), 'sh', '-c', 'ps -o args | grep "^sleep 986" || true']);
+      return r.stdout.trim() !== '';
+    };
+    const req = request({ host: '127.0.0.1', port: server.port, path: `/run/shop/web/app?cmd=${encodeURIComponent('sleep 986')}`, method: 'POST', ...tls });
+    req.on('error', () => undefined);
+    req.end();
+    await eventually('the /run command to run', async () => ((await running()) ? true : undefined));
+    req.destroy();
+    await eventually('the /run command to be gone', async () => ((await running()) ? undefined : true));
+  });
+
   it('refuses a streaming upgrade without credentials, and a plain GET of /exec learns it needs one', async () => {
     const up = await httpsUpgrade({ host: '127.0.0.1', port: server.port, ca: await readFile(serverCA) }, 'POST', '/exec/shop/web/app?command=id&output=1', {
       Connection: 'Upgrade',
