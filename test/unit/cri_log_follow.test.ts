@@ -20,12 +20,14 @@ describe('following a CRI log for attach', () => {
     const held: Array<() => void> = [];
     let lines = 0;
     let written = 0;
+    let reading = false;
     const slow = new Writable({
       highWaterMark: 1,
       write(chunk: Buffer, _e, done) {
         written++;
         lines += chunk.toString().split('\n').length - 1;
-        held.push(() => done());
+        if (reading) done();
+        else held.push(() => done());
       },
     });
     const follower = await followCriLog(path, { stdout: slow });
@@ -33,15 +35,14 @@ describe('following a CRI log for attach', () => {
       const line = `2026-12-08T00:00:00.000000000Z stdout F ${'x'.repeat(1000)}\n`;
       const n = 5000;
       await appendFile(path, line.repeat(n));
-      await new Promise((r) => setTimeout(r, 1200));
+      for (let i = 0; i < 1000 && written === 0; i++) await new Promise((r) => setTimeout(r, 10));
+      // Two more rounds of the follower's 500 ms timer: it must still be waiting.
+      await new Promise((r) => setTimeout(r, 1100));
       assert.equal(written, 1, `${written} writes went to a client that took none`);
       // Now the client reads.
-      const release = setInterval(() => held.splice(0).forEach((f) => f()), 1);
-      try {
-        for (let i = 0; i < 500 && lines < n; i++) await new Promise((r) => setTimeout(r, 20));
-      } finally {
-        clearInterval(release);
-      }
+      reading = true;
+      held.splice(0).forEach((f) => f());
+      for (let i = 0; i < 3000 && lines < n; i++) await new Promise((r) => setTimeout(r, 10));
       assert.equal(lines, n);
     } finally {
       follower.stop();
