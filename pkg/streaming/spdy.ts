@@ -68,6 +68,13 @@ const maxFrame = 16 * 1024 * 1024;
 const maxSendFrame = 32 * 1024;
 /** While reading is paused, a PING this often finds out if the client is still there (a write to a closed peer fails). */
 const probeMs = 5000;
+/**
+ * Paused this long with nothing read or taken, the connection is closed:
+ * kubelet's streamingConnectionIdleTimeout (4 h). A client that left while
+ * paused is not always seen: behind rootlesskit's port driver, whose copy
+ * into this socket blocks, neither its FIN nor a failed write ever arrives.
+ */
+export const defaultIdleTimeoutMs = 4 * 60 * 60 * 1000;
 
 export type Headers = Record<string, string>;
 
@@ -197,6 +204,9 @@ export class SpdySession extends EventEmitter {
   private readingPaused = false;
   private probe: NodeJS.Timeout | undefined;
   private probeId = 0;
+  /** When a frame was last read or data last taken by a consumer. */
+  private lastProgress = Date.now();
+  private readonly idleTimeoutMs: number;
   /** The peer keeps windows (it sent WINDOW_UPDATE or an initial window size): its windows bound what is sent. */
   private peerKeepsWindows = false;
   private peerInitialWindow = defaultWindow;
@@ -204,8 +214,12 @@ export class SpdySession extends EventEmitter {
   private windowWaiters: Array<() => void> = [];
 
   /** `socket`: the upgraded TCP connection, or a WebSocket's byte stream (SPDY tunnelled over WebSocket). */
-  constructor(private readonly socket: Duplex & { setNoDelay?: (on: boolean) => unknown }) {
+  constructor(
+    private readonly socket: Duplex & { setNoDelay?: (on: boolean) => unknown },
+    o: { idleTimeoutMs?: number } = {},
+  ) {
     super();
+    this.idleTimeoutMs = o.idleTimeoutMs ?? defaultIdleTimeoutMs;
     socket.setNoDelay?.(true);
     socket.on('data', (d: Buffer) => {
       this.chunks.push(d);
@@ -297,6 +311,7 @@ export class SpdySession extends EventEmitter {
       if (length > maxFrame) throw new Error(`SPDY frame of ${length} bytes`);
       if (this.buffered < 8 + length) return;
       const frame = this.take(8 + length);
+      this.lastProgress = Date.now();
       const flags = frame[4]!;
       // Copied: the frame may share memory with a larger socket chunk that would otherwise stay alive.
       const body = Buffer.from(frame.subarray(8));
@@ -407,6 +422,7 @@ export class SpdySession extends EventEmitter {
    */
   consumed(s: SpdyStream | undefined, bytes: number): void {
     if (bytes > 0 && !this.closed) {
+      this.lastProgress = Date.now();
       this.connUnacked += bytes;
       if (this.connUnacked >= connectionReceiveWindow / 4) {
         this.windowUpdate(0, this.connUnacked);
@@ -434,11 +450,16 @@ export class SpdySession extends EventEmitter {
       this.socket.pause();
       // Paused, a client that is gone goes unnoticed (its FIN waits behind the unread bytes) until a write fails.
       this.probe = setInterval(() => {
+        if (Date.now() - this.lastProgress > this.idleTimeoutMs) {
+          this.emit('idleTimeout');
+          this.close();
+          return;
+        }
         this.probeId = (this.probeId + 2) & 0x7ffffffe;
         const body = Buffer.alloc(4);
         body.writeUInt32BE(this.probeId, 0);
         this.control(PING, 0, body);
-      }, probeMs);
+      }, Math.min(probeMs, this.idleTimeoutMs / 2));
       this.probe.unref();
     } else {
       if (this.probe) clearInterval(this.probe);

@@ -27,6 +27,8 @@ const CLOSE = 255;
 export const stdinBuffer = 64 * 1024;
 /** While paused, a ping this often finds out if the client is still there (its close waits behind the unread bytes). */
 const probeMs = 5000;
+/** Paused this long with nothing taken, the session is ended (kubelet's streamingConnectionIdleTimeout; see spdy.ts for why). */
+const idleTimeoutMs = 4 * 60 * 60 * 1000;
 
 /** A Writable that sends what is written as messages on `channel`; ws' own buffer applies the backpressure. */
 export function channelWriter(ws: WebSocket, channel: number): Writable {
@@ -49,8 +51,10 @@ export function websocketSession(ws: WebSocket, version: RemoteCommandVersion, o
   const pause = (): void => {
     if (ws.isPaused) return;
     ws.pause();
+    const since = Date.now();
     probe = setInterval(() => {
-      if (ws.readyState === ws.OPEN) ws.ping();
+      if (Date.now() - since > idleTimeoutMs) ws.terminate();
+      else if (ws.readyState === ws.OPEN) ws.ping();
     }, probeMs);
     probe.unref();
   };

@@ -101,14 +101,14 @@ class RawClient {
   }
 }
 
-async function pair(): Promise<{ session: SpdySession; client: RawClient; close: () => void }> {
+async function pair(o: { idleTimeoutMs?: number } = {}): Promise<{ session: SpdySession; client: RawClient; close: () => void }> {
   const server = createServer();
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
   const accepted = once(server, 'connection');
   const socket = connect((server.address() as AddressInfo).port, '127.0.0.1');
   const [serverSide] = (await accepted) as [Socket];
-  const session = new SpdySession(serverSide);
+  const session = new SpdySession(serverSide, o);
   session.on('protocolError', () => undefined);
   return { session, client: new RawClient(socket), close: () => (socket.destroy(), serverSide.destroy(), server.close()) };
 }
@@ -235,6 +235,21 @@ describe('SPDY/3.1 flow control', () => {
       await client.until('all of it to be read', () => total === 1024 * 1024);
       await client.until('the ping behind it to be answered', () => pongs(client, 3) > 0);
       assert.ok(!session.isReadingPaused);
+    } finally {
+      close();
+    }
+  });
+
+  test('paused with nothing taken for the idle timeout (kubelet: 4 h), the connection is closed', async () => {
+    const { session, client, close } = await pair({ idleTimeoutMs: 400 });
+    try {
+      await openStream(session, client, 1);
+      for (let i = 0; i < 16; i++) client.data(1, Buffer.alloc(16 * 1024, 1));
+      await client.until('reading to pause', () => session.isReadingPaused);
+      const idle = once(session, 'idleTimeout');
+      await once(session, 'close');
+      await idle;
+      await client.until('GOAWAY', () => client.frames.some((f) => f.control && f.type === 7));
     } finally {
       close();
     }
