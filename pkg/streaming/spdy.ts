@@ -313,14 +313,14 @@ export class SpdySession extends EventEmitter {
       const frame = this.take(8 + length);
       this.lastProgress = Date.now();
       const flags = frame[4]!;
-      // Copied: the frame may share memory with a larger socket chunk that would otherwise stay alive.
-      const body = Buffer.from(frame.subarray(8));
       if (frame.readUInt16BE(0) & CONTROL) {
         const version = frame.readUInt16BE(0) & 0x7fff;
         if (version !== VERSION) throw new Error(`SPDY version ${version} (this server speaks 3.1)`);
-        await this.onControl(frame.readUInt16BE(2), flags, body);
+        // Copied: what a control frame leaves behind (headers) must not keep a socket chunk alive.
+        await this.onControl(frame.readUInt16BE(2), flags, Buffer.from(frame.subarray(8)));
       } else {
-        this.onData(frame.readUInt32BE(0) & 0x7fffffff, flags, body);
+        // Not copied: DATA is held only until its consumer takes it, and that is bounded by the window.
+        this.onData(frame.readUInt32BE(0) & 0x7fffffff, flags, frame.subarray(8));
       }
     }
   }
