@@ -73,6 +73,8 @@ export interface ClusterConfig {
   tlsCertFile: string | undefined;
   tlsKeyFile: string | undefined;
   anonymousAuth: boolean;
+  /** Connections the kubelet API holds open at once (kubelet has no cap; default 1024). */
+  kubeletMaxConnections: number;
   /** kubelet's clusterDNS (the cluster DNS service IPs) and clusterDomain, for ClusterFirst pods. */
   clusterDNS: string[];
   clusterDomain: string;
@@ -159,7 +161,7 @@ export interface ConfigFlags {
 /** Tools the agent uses but `run` does not require: features that need one say so when it is missing. */
 const helperTools = ['sleep', 'mount', 'umount', 'mknod', 'mkfifo', 'setfattr', 'cp', 'unshare', 'socat', 'script', 'stty', 'ip', 'sysctl'] as const;
 const toolKeys = ['rootlesskit', 'slirp4netns', 'newuidmap', 'newgidmap', 'runc', 'conmon', 'catatonit', 'nsenter', 'iptables', ...helperTools] as const;
-const clusterKeys = ['kubeconfig', 'nodeName', 'nodeIP', 'nodeLabels', 'registerWithTaints', 'maxPods', 'kubeletAddress', 'clientCAFile', 'tlsCertFile', 'tlsKeyFile', 'anonymousAuth', 'clusterDNS', 'clusterDomain', 'kubelet'] as const;
+const clusterKeys = ['kubeconfig', 'nodeName', 'nodeIP', 'nodeLabels', 'registerWithTaints', 'maxPods', 'kubeletAddress', 'clientCAFile', 'tlsCertFile', 'tlsKeyFile', 'anonymousAuth', 'kubeletMaxConnections', 'clusterDNS', 'clusterDomain', 'kubelet'] as const;
 const containerLogKeys = ['containerLogMaxSize', 'containerLogMaxFiles', 'containerLogMonitorInterval'] as const;
 const topKeys = ['criSocket', 'dataDir', 'runtimeDir', 'logLevel', 'network', 'tools', 'registries', 'snapshotter', 'metricsAddress', 'streamingAddress', 'staticPodPath', ...containerLogKeys, ...clusterKeys] as const;
 const networkKeys = ['mtu', 'podCIDR', 'bridge'] as const;
@@ -352,6 +354,8 @@ function clusterOf(t: Table, flags: ConfigFlags, where: string): ClusterConfig {
   };
   if ((t.tlsCertFile === undefined) !== (t.tlsKeyFile === undefined)) throw bad('tlsCertFile and tlsKeyFile go together', { field: `${where}: tlsCertFile` });
   if (t.anonymousAuth !== undefined && typeof t.anonymousAuth !== 'boolean') throw bad('must be true or false', { field: `${where}: anonymousAuth` });
+  const kubeletMaxConnections = t.kubeletMaxConnections ?? 1024;
+  if (typeof kubeletMaxConnections !== 'number' || !Number.isInteger(kubeletMaxConnections) || kubeletMaxConnections < 1) throw bad('must be a whole number, 1 or more', { field: `${where}: kubeletMaxConnections` });
   const dnsField = field('clusterDNS', 'clusterDns');
   const clusterDNS = flags.clusterDns !== undefined ? flags.clusterDns.split(',').filter(Boolean) : (t.clusterDNS ?? []);
   if (!Array.isArray(clusterDNS) || clusterDNS.some((a) => typeof a !== 'string' || isIP(a) === 0)) throw bad('must be a list of IP addresses', { field: dnsField });
@@ -373,6 +377,7 @@ function clusterOf(t: Table, flags: ConfigFlags, where: string): ClusterConfig {
     tlsCertFile: path('tlsCertFile'),
     tlsKeyFile: path('tlsKeyFile'),
     anonymousAuth: t.anonymousAuth === true,
+    kubeletMaxConnections,
     clusterDNS: clusterDNS as string[],
     clusterDomain,
     kubelet,

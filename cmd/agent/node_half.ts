@@ -140,6 +140,7 @@ export async function startNodeHalf(c: AgentConfig, log: Logger, ns: NodeNamespa
         ...(c.cluster.clientCAFile ? { clientCAFile: c.cluster.clientCAFile } : {}),
         ...(api ? { auth: clusterAuth(api.kc) } : {}),
         anonymous: c.cluster.anonymousAuth,
+        maxConnections: c.cluster.kubeletMaxConnections,
         nodeName,
         cri,
         pods: () => podConfig?.pods() ?? [],

@@ -185,14 +185,20 @@ export async function authorize(user: UserInfo, method: string, path: string, no
 // --- the control plane's reviews, cached ------------------------------------
 
 export interface ReviewCacheOptions {
-  /** kubelet's authentication.webhook.cacheTTL (2 min). */
+  /** kubelet's authentication.webhook.cacheTTL (2 min): a token the API server accepted. */
   tokenTtlMs?: number;
+  /**
+   * A token the API server rejected. kubelet's token cache keeps failures as
+   * long as successes (the apiserver's delegating authenticator builds it
+   * with cacheTTL for both): 2 min by default.
+   */
+  unauthenticatedTtlMs?: number;
   /** kubelet's authorization.webhook.cacheAuthorizedTTL (5 min). */
   allowedTtlMs?: number;
   /** kubelet's authorization.webhook.cacheUnauthorizedTTL (30 s). */
   deniedTtlMs?: number;
   now?: () => number;
-  /** Entries kept at most (oldest dropped first), so a flood of tokens cannot grow it without bound. */
+  /** Entries kept at most per cache (oldest dropped first), so a flood of tokens cannot grow it without bound. */
   maxEntries?: number;
 }
 
@@ -218,33 +224,58 @@ class TtlCache<V> {
   }
 }
 
+/** One call in flight per key: callers asking while it runs share its answer (kubelet's token cache uses singleflight). */
+class InFlight<V> {
+  private readonly m = new Map<string, Promise<V>>();
+  run(k: string, f: () => Promise<V>): Promise<V> {
+    const running = this.m.get(k);
+    if (running) return running;
+    const p = f().finally(() => this.m.delete(k));
+    this.m.set(k, p);
+    return p;
+  }
+}
+
 /**
  * Reviews through `inner`, each answer kept for its TTL as kubelet's webhook
  * authenticator and authorizer keep theirs; failures (the API server down)
- * are not kept, so the next request asks again.
+ * are not kept, so the next request asks again. Rejected tokens are kept
+ * apart from accepted ones, so a flood of made-up tokens cannot push out the
+ * entries of the callers who have real ones; concurrent requests with one
+ * token (or one access) cost one review.
  */
 export function cachedClusterAuth(inner: ClusterAuth, o: ReviewCacheOptions = {}): ClusterAuth {
   const now = o.now ?? Date.now;
   const max = o.maxEntries ?? 4096;
-  const tokens = new TtlCache<Awaited<ReturnType<ClusterAuth['tokenReview']>>>(now, max);
-  const access = new TtlCache<Awaited<ReturnType<ClusterAuth['subjectAccessReview']>>>(now, max);
+  type TokenAnswer = Awaited<ReturnType<ClusterAuth['tokenReview']>>;
+  type AccessAnswer = Awaited<ReturnType<ClusterAuth['subjectAccessReview']>>;
+  const tokens = new TtlCache<TokenAnswer>(now, max);
+  const unauthenticated = new TtlCache<TokenAnswer>(now, max);
+  const access = new TtlCache<AccessAnswer>(now, max);
+  const tokenCalls = new InFlight<TokenAnswer>();
+  const accessCalls = new InFlight<AccessAnswer>();
   return {
-    async tokenReview(token) {
+    tokenReview(token) {
       // Kept by digest: the cache holds no usable credential.
       const key = createHash('sha256').update(token).digest('hex');
-      const hit = tokens.get(key);
-      if (hit) return hit;
-      const r = await inner.tokenReview(token);
-      tokens.set(key, r, o.tokenTtlMs ?? 120000);
-      return r;
+      const hit = tokens.get(key) ?? unauthenticated.get(key);
+      if (hit) return Promise.resolve(hit);
+      return tokenCalls.run(key, async () => {
+        const r = await inner.tokenReview(token);
+        if (r.authenticated) tokens.set(key, r, o.tokenTtlMs ?? 120000);
+        else unauthenticated.set(key, r, o.unauthenticatedTtlMs ?? o.tokenTtlMs ?? 120000);
+        return r;
+      });
     },
-    async subjectAccessReview(a) {
+    subjectAccessReview(a) {
       const key = JSON.stringify([a.user, a.uid ?? '', [...a.groups].sort(), Object.entries(a.extra ?? {}).sort(), a.verb, a.resource, a.subresource, a.name]);
       const hit = access.get(key);
-      if (hit) return hit;
-      const r = await inner.subjectAccessReview(a);
-      access.set(key, r, r.allowed ? (o.allowedTtlMs ?? 300000) : (o.deniedTtlMs ?? 30000));
-      return r;
+      if (hit) return Promise.resolve(hit);
+      return accessCalls.run(key, async () => {
+        const r = await inner.subjectAccessReview(a);
+        access.set(key, r, r.allowed ? (o.allowedTtlMs ?? 300000) : (o.deniedTtlMs ?? 30000));
+        return r;
+      });
     },
   };
 }

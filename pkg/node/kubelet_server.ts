@@ -9,7 +9,7 @@ import type { CriClients } from '../../proto/client.js';
 import type { Logger } from '../log/logger.js';
 import { authenticate, authorize, type ClusterAuth, credentialsOf, type UserInfo } from './kubelet_auth.js';
 import { serveContainerLogs } from './kubelet_logs.js';
-import { criCall, findContainer, KubeletApiError } from './kubelet_pods.js';
+import { findContainer, KubeletApiError } from './kubelet_pods.js';
 import { SummaryProvider } from './kubelet_stats.js';
 import { proxyUpgrade, type StreamKind, streamingUrl, type StreamTarget } from './kubelet_stream_proxy.js';
 import { servingCert } from './kubelet_tls.js';
@@ -53,7 +53,23 @@ export interface KubeletServerOptions {
   pods: () => object[];
   metrics: { node: () => Promise<MetricsText>; cadvisor: () => Promise<MetricsText>; resource: () => Promise<MetricsText> };
   log: Logger;
+  /** Connections open at once, streams included; more are closed as they come (default defaultMaxConnections). */
+  maxConnections?: number;
+  /** How long a /run command may take (default 2 min, kubelet's runtimeRequestTimeout). */
+  runTimeoutMs?: number;
 }
+
+/**
+ * kubelet puts no cap on its server's connections; a node that holds one per
+ * log follower, exec and port-forward, and a TLS handshake for each, needs
+ * one. 1024 is far above what a node of 110 pods uses (the API server's own
+ * calls come over a few connections each), and below the file descriptors a
+ * process has by default.
+ */
+export const defaultMaxConnections = 1024;
+const defaultRunTimeoutMs = 120000;
+/** gRPC's DEADLINE_EXCEEDED (the node half keeps grpc-js out: prober_exec.ts does the same). */
+const deadlineExceededCode = 4;
 
 export interface KubeletServer {
   address: string;
@@ -190,7 +206,7 @@ export async function serveKubeletApi(o: KubeletServerOptions): Promise<KubeletS
         await serveContainerLogs(o.cri, r.ns, r.pod, r.container, url.searchParams, res, signal);
         return;
       case 'run':
-        await runCommand(o.cri, r, url.searchParams, res);
+        await runCommand(o.cri, r, url.searchParams, res, signal, o.runTimeoutMs ?? defaultRunTimeoutMs);
         return;
       case 'stream':
         // Only an upgrade streams; a plain request learns how.
@@ -225,6 +241,16 @@ export async function serveKubeletApi(o: KubeletServerOptions): Promise<KubeletS
       refuse(status, (e as Error).message);
     });
   });
+  // Over the cap, net.Server closes a new connection at once (before TLS: no HTTP answer is possible).
+  server.maxConnections = o.maxConnections ?? defaultMaxConnections;
+  let lastDropLog = 0;
+  let dropped = 0;
+  server.on('drop', () => {
+    dropped++;
+    if (Date.now() - lastDropLog < 60000) return;
+    lastDropLog = Date.now();
+    o.log.warn('kubelet API: connection refused, at the connection cap', { maxConnections: server.maxConnections, refusedSoFar: dropped });
+  });
   server.on('tlsClientError', (e: Error) => o.log.debug('kubelet API: TLS handshake failed', { error: e.message }));
 
   await new Promise<void>((resolve, reject) => {
@@ -248,11 +274,36 @@ export async function serveKubeletApi(o: KubeletServerOptions): Promise<KubeletS
   };
 }
 
-/** /run: the command's output at once (CRI ExecSync), as kubelet's "run in container". */
-async function runCommand(cri: CriClients, r: { ns: string; pod: string; container: string }, q: URLSearchParams, res: ServerResponse): Promise<void> {
+/**
+ * /run: the command's output at once (CRI ExecSync), as kubelet's "run in
+ * container". The command gets `timeoutMs` (ExecSync's timeout: the runtime
+ * kills it then); a client that leaves first cancels the call, and the
+ * runtime kills the command with it.
+ */
+async function runCommand(cri: CriClients, r: { ns: string; pod: string; container: string }, q: URLSearchParams, res: ServerResponse, signal: AbortSignal, timeoutMs: number): Promise<void> {
   const cmd = (q.get('cmd') ?? '').split(' ').filter((x) => x !== '');
   if (cmd.length === 0) throw new KubeletApiError(400, 'cmd: required (the command line, split at spaces)');
   const c = await findContainer(cri, r.ns, r.pod, r.container);
-  const out = await criCall<{ stdout: Buffer; stderr: Buffer; exitCode: number }>(cri, 'runtime', 'ExecSync', { containerId: c.id, cmd, timeout: 0 });
+  if (signal.aborted) return;
+  const timeout = Math.max(1, Math.ceil(timeoutMs / 1000));
+  // undefined: the client left (the call was cancelled for it); nobody to answer.
+  const out = await new Promise<{ stdout: Buffer; stderr: Buffer } | undefined>((resolve, reject) => {
+    let call: { cancel(): void } | undefined;
+    const cancel = (): void => call?.cancel();
+    // The runtime's own timeout ends the command; the deadline (a little later) covers a runtime that does not answer.
+    call = cri.runtime.ExecSync({ containerId: c.id, cmd, timeout }, { deadline: Date.now() + timeout * 1000 + 5000 }, (err, reply) => {
+      signal.removeEventListener('abort', cancel);
+      if (signal.aborted) return resolve(undefined);
+      if (err || !reply) {
+        const code = (err as { code?: number } | null)?.code;
+        if (code === deadlineExceededCode) reject(new KubeletApiError(500, `the command did not finish within ${timeout} s`));
+        else reject(Object.assign(new Error(`ExecSync: ${err?.message ?? 'no answer'}`), { code }));
+        return;
+      }
+      resolve(reply);
+    });
+    signal.addEventListener('abort', cancel, { once: true });
+  });
+  if (!out) return;
   res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' }).end(Buffer.concat([out.stdout, out.stderr]));
 }

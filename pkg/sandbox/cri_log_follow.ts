@@ -48,10 +48,12 @@ export async function followCriLog(path: string, out: { stdout?: Writable; stder
       const done = (): void => {
         w.off('drain', done);
         w.off('close', done);
+        w.off('error', done);
         resolve();
       };
       w.on('drain', done);
       w.on('close', done);
+      w.on('error', done);
     });
   };
   const deliver = async (): Promise<void> => {

@@ -45,6 +45,8 @@ async function forward(data: SpdyStream, error: SpdyStream, dial: DialPort, log:
   const fail = (message: string): void => {
     if (!error.writableEnded) error.end(message);
     if (!data.writableEnded) data.end();
+    // Whatever the client still sends has nowhere to go: dropped, so it cannot hold up the connection's other streams.
+    data.resume();
   };
   if (!(port > 0 && port <= 65535)) {
     fail(`invalid port "${data.headers['port'] ?? ''}"`);
@@ -76,5 +78,8 @@ async function forward(data: SpdyStream, error: SpdyStream, dial: DialPort, log:
   data.pipe(conn);
   conn.pipe(data);
   await new Promise<void>((resolve) => conn.once('close', () => resolve()));
+  // The pod's side is gone: what still comes for it is dropped (unread, it would pause the whole connection).
+  data.unpipe(conn);
+  data.resume();
   if (!failed && !error.writableEnded) error.end();
 }

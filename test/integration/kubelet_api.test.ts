@@ -217,6 +217,52 @@ describe('the kubelet API on a real node', () => {
     }
   });
 
+  it('exec stdin through the proxy into a command that never reads: the proxy (this process) and the runtime hold it back, not buffer it', async () => {
+    const tls = await tlsOptions();
+    const q = new URLSearchParams([['command', 'sleep'], ['command', '3600'], ['input', '1'], ['output', '1']]);
+    const up = await httpsUpgrade({ host: '127.0.0.1', port: server.port, ...tls }, 'POST', `/exec/shop/web/app?${q}`, {
+      Connection: 'Upgrade',
+      Upgrade: 'SPDY/3.1',
+      'X-Stream-Protocol-Version': 'v4.channel.k8s.io',
+    });
+    assert.equal(up.status, 101, up.body);
+    const spdy = new SpdyClient(up.socket, up.rest);
+    const runtimePid = Number.parseInt(await readFile(join(node.runtimeDir, 'runtime.pid'), 'utf8'), 10);
+    const rss = async (pid: number): Promise<number> => Number(/^VmRSS:\s+(\d+) kB$/m.exec(await readFile(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
+    try {
+      await spdy.open({ streamtype: 'error' });
+      const stdin = await spdy.open({ streamtype: 'stdin' });
+      (await spdy.open({ streamtype: 'stdout' })).text().catch(() => undefined);
+      await new Promise((r) => setTimeout(r, 300));
+      const base = { proxy: process.memoryUsage().rss / 1048576, runtime: await rss(runtimePid) };
+      // 10 s of 32 KiB DATA frames as fast as the socket takes them (this client keeps to TCP's backpressure, as spdystream does).
+      const frame = Buffer.alloc(8 + 32 * 1024);
+      frame.writeUInt32BE(stdin.id, 0);
+      frame.writeUInt32BE(32 * 1024, 4);
+      let sent = 0;
+      const peak = { ...base };
+      const sample = setInterval(() => {
+        peak.proxy = Math.max(peak.proxy, process.memoryUsage().rss / 1048576);
+        void rss(runtimePid).then((r) => (peak.runtime = Math.max(peak.runtime, r)), () => undefined);
+      }, 250);
+      try {
+        const end = Date.now() + 10000;
+        const timeUp = new Promise((r) => setTimeout(r, 10000));
+        while (Date.now() < end) {
+          sent += frame.length;
+          if (!up.socket.write(frame)) await Promise.race([new Promise((r) => up.socket.once('drain', r)), timeUp]);
+        }
+      } finally {
+        clearInterval(sample);
+      }
+      const grew = { proxy: peak.proxy - base.proxy, runtime: peak.runtime - base.runtime };
+      assert.ok(grew.proxy < 64 && grew.runtime < 64, `stdin nobody reads grew the proxy by ${grew.proxy.toFixed(1)} MiB and the runtime by ${grew.runtime.toFixed(1)} MiB (${(sent / 1048576).toFixed(1)} MiB taken by the socket)`);
+      assert.ok(sent < 128 * 1048576, `${(sent / 1048576).toFixed(1)} MiB were taken for a command that reads nothing`);
+    } finally {
+      spdy.close();
+    }
+  });
+
   it('port-forward over SPDY: the pod\'s loopback httpd answers; a closed port comes back on the error stream', async () => {
     const tls = await tlsOptions();
     const up = await httpsUpgrade({ host: '127.0.0.1', port: server.port, ...tls }, 'POST', '/portForward/shop/web', {
@@ -299,6 +345,20 @@ describe('the kubelet API on a real node', () => {
     assert.equal(r.status, 200, r.body);
     assert.equal(r.body, 'ran here\n');
     assert.equal((await get('/run/shop/web/app?cmd=id')).status, 405);
+  });
+
+  it('/run: a client that leaves takes its command with it', async () => {
+    const tls = await tlsOptions();
+    const running = async (): Promise<boolean> => {
+      const r = await node.crictl(['exec', '--sync', await appId(), 'sh', '-c', 'ps -o args | grep "^sleep 986" || true']);
+      return r.stdout.trim() !== '';
+    };
+    const req = request({ host: '127.0.0.1', port: server.port, path: `/run/shop/web/app?cmd=${encodeURIComponent('sleep 986')}`, method: 'POST', ...tls });
+    req.on('error', () => undefined);
+    req.end();
+    await eventually('the /run command to run', async () => ((await running()) ? true : undefined));
+    req.destroy();
+    await eventually('the /run command to be gone', async () => ((await running()) ? undefined : true));
   });
 
   it('refuses a streaming upgrade without credentials, and a plain GET of /exec learns it needs one', async () => {
