@@ -132,7 +132,7 @@ describe('crash recovery: the runtime half killed at any instant leaves nothing 
     const links = await node.enter(['ip', '-o', 'link', 'show', 'master', 'usernode0']);
     const nat = await node.enter(['iptables', '-t', 'nat', '-S']);
     assert.equal(nat.code, 0, nat.stderr);
-    const ports = JSON.parse(await httpGet((ns as unknown as { portApiSocket: string }).portApiSocket, '/v1/ports')) as Array<{ spec: { childIP?: string } }> | null;
+    const ports = JSON.parse(await httpGet(join(run, 'rootlesskit', 'api.sock'), '/v1/ports')) as Array<{ spec: { childIP?: string } }> | null;
     const inNode = [];
     for (const p of await processesOf(process.getuid?.() ?? 0)) {
       if (p.userNs !== ns.userNs || p.pid === ns.holderPid) continue;
@@ -213,6 +213,8 @@ describe('crash recovery: the runtime half killed at any instant leaves nothing 
       assert.ok(!existsSync(killFile), `the runtime half never reached step ${step}`);
       await servingAgain(pid);
       kills++;
+      // What the killed cycle left, removed as kubelet would remove a pod it gave up on.
+      await removePodsOf('steps');
     }
     t.diagnostic(`${kills} kills at named steps in ${((Date.now() - started) / 1000).toFixed(0)} s`);
 
