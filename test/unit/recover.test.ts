@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 
@@ -117,5 +117,91 @@ describe('container state after a restart', () => {
     assert.equal(r.state, 'CONTAINER_EXITED');
     assert.equal(r.exitCode, 255);
     assert.deepEqual(b.kills, ['SIGKILL']);
+  });
+});
+
+describe('the orphan sweep at start', () => {
+  const podA = 'a'.repeat(64); // has a READY record and a host port
+  const podB = 'b'.repeat(64); // left by a RunPodSandbox killed before its record: netns folder, files, lease
+  const podC = 'e'.repeat(64); // only a lease left
+  const ctrX = 'f'.repeat(64); // left by a CreateContainer killed before its record: bundle, snapshot, runc state
+  const ctrY = '1'.repeat(64); // a RUNNING record whose conmon is gone
+
+  test('releases what no record names through the release path of Stop/Remove, and adopts what the records name', async () => {
+    const { recoverRuntime } = await import('../../pkg/cri/recover.js');
+    const { SandboxStore } = await import('../../pkg/sandbox/sandbox_store.js');
+    const { sandboxRecord } = await import('../lib/records.js');
+    const dir = await folders.fresh('sweep');
+    const d = (...p: string[]): string => join(dir, ...p);
+    for (const f of ['netns', 'files', 'ipam', 'bundles', 'exits', 'attach', 'runc', 'snapshots/containers']) await mkdir(d(f), { recursive: true });
+    for (const f of [d('netns', podB), d('files', podB), d('bundles', ctrX), d('runc', ctrX), d('snapshots/containers', ctrX), d('bundles', ctrY)]) await mkdir(f, { recursive: true });
+    await writeFile(d('ipam', '10.88.0.5'), `${podA}\r\neth0`);
+    await writeFile(d('ipam', '10.88.0.6'), `${podB}\r\neth0`);
+    await writeFile(d('ipam', '10.88.0.7'), `${podC}\r\neth0`);
+    await writeFile(d('ipam', 'last_reserved_ip.0'), '10.88.0.7');
+
+    const sandboxes = new SandboxStore(d('sandboxes'));
+    await sandboxes.init();
+    await sandboxes.add(sandboxRecord({ id: podA, namespaces: { uts: d('netns', podA, 'uts') }, network: { ip: '10.88.0.5', additionalIps: [], cniResult: {}, hostPortForwards: [1] } }));
+    const store = new ContainerStore(d('records'));
+    await store.init();
+    await store.add(containerRecord({ id: ctrY, sandboxId: podA, state: 'CONTAINER_RUNNING', startedAt: '5', bundle: d('bundles', ctrY) }));
+
+    const calls: string[] = [];
+    const forwards = [
+      { id: 1, protocol: 'tcp' as const, hostIP: '0.0.0.0', hostPort: 8080, childIP: '10.88.0.5', childPort: 80 },
+      { id: 2, protocol: 'tcp' as const, hostIP: '0.0.0.0', hostPort: 8081, childIP: '10.88.0.6', childPort: 80 },
+      { id: 3, protocol: 'tcp' as const, hostIP: '127.0.0.1', hostPort: 9000, childIP: '127.0.0.1', childPort: 9000 },
+    ];
+    const pods = {
+      store: sandboxes,
+      podsDir: d('files'),
+      namespaces: {
+        paths: (id: string) => ({ net: d('netns', id, 'net'), ipc: d('netns', id, 'ipc'), uts: d('netns', id, 'uts'), user: d('netns', id, 'user') }),
+        remove: async (id: string) => void calls.push(`netns remove ${id.slice(0, 1)}`),
+        pidNamespaceAlive: async () => true,
+        stopPidNamespace: async () => undefined,
+      },
+      cni: {
+        del: async (a: { containerId: string; netns: string; portMappings: unknown[] }) => void calls.push(`cni del ${a.containerId.slice(0, 1)} netns=${a.netns === '' ? 'none' : 'yes'} portmap=${a.portMappings.length > 0}`),
+        check: async () => undefined,
+      },
+      ports: {
+        list: async () => forwards,
+        remove: async (id: number) => void calls.push(`port remove ${id}`),
+      },
+    } as unknown as import('../../pkg/cri/pods.js').PodRuntime;
+    const containers = {
+      store,
+      exitDir: d('exits'),
+      socketDir: d('attach'),
+      bundlesDir: d('bundles'),
+      runcRoot: d('runc'),
+      cgroups: { canEnforceLimits: false },
+      monitor: { alive: async () => false },
+      rootfs: { dir: (id: string) => d('snapshots/containers', id), remove: async (id: string) => void calls.push(`rootfs remove ${id.slice(0, 1)}`) },
+      runtime: {
+        state: async () => undefined,
+        kill: async () => undefined,
+        delete: async (id: string) => void calls.push(`runc delete ${id.slice(0, 1)}`),
+      },
+    } as unknown as ContainerRuntime;
+
+    const report = await recoverRuntime({ pods, containers, log: silentLogger, podCIDR: '10.88.0.0/16', ipamDir: d('ipam'), settleMs: 1000 });
+
+    assert.equal(sandboxes.get(podA).state, 'SANDBOX_READY', 'a healthy pod is adopted');
+    assert.equal(store.get(ctrY).state, 'CONTAINER_EXITED');
+    assert.equal(store.get(ctrY).reason, 'Unknown');
+    assert.deepEqual(calls.filter((c) => c.startsWith('runc delete') || c.startsWith('rootfs')).sort(), ['rootfs remove f', 'runc delete f']);
+    assert.ok(calls.includes('cni del b netns=none portmap=true'), `the leftover pod's lease, NAT rules: ${calls.join('; ')}`);
+    assert.ok(calls.includes('cni del e netns=none portmap=true'), `a lease alone: ${calls.join('; ')}`);
+    assert.ok(calls.includes('netns remove b'));
+    assert.ok(!calls.some((c) => c.includes(' a ') || c.endsWith(' a')), `the adopted pod was touched: ${calls.join('; ')}`);
+    assert.deepEqual(calls.filter((c) => c.startsWith('port')), ['port remove 2'], 'only the forward no READY pod owns goes; the streaming forward stays');
+    assert.equal(report.podsReleased, 2);
+    assert.equal(report.containersReleased, 1);
+    assert.equal(report.containersExited, 1);
+    await assert.rejects(stat(d('files', podB)), 'the leftover pod files stay');
+    await assert.rejects(stat(d('bundles', ctrX)), 'the leftover bundle stays');
   });
 });
