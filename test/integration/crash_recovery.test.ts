@@ -5,7 +5,10 @@ import { request } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
-import { criCall, criClients, type CriClients } from '../../proto/client.js';
+import * as grpc from '@grpc/grpc-js';
+
+import type { CriClients } from '../../proto/client.js';
+import { loadCri } from '../../proto/cri.js';
 import { processesOf } from '../../pkg/netns/procfs.js';
 import { type AgentProcess, requiredEnv, sleep, TestNode } from '../lib/agent.js';
 
@@ -46,7 +49,11 @@ describe('crash recovery: the runtime half killed at any instant leaves nothing 
   let seq = 0;
 
   const runtimePid = (): number => Number(readFileSync(join(node.runtimeDir, 'runtime.pid'), 'utf8'));
-  const call = <T>(service: 'runtime' | 'image', method: string, req: object): Promise<T> => criCall<T>(cri, service, method, req);
+  /** A CRI call with a deadline (a hung call would hang the test); the error keeps its gRPC code. */
+  const call = <T>(service: 'runtime' | 'image', method: string, req: object, timeoutMs = 60000): Promise<T> => {
+    const client = cri[service] as unknown as Record<string, (req: object, o: grpc.CallOptions, cb: (e: Error | null, r?: T) => void) => void>;
+    return new Promise<T>((resolve, reject) => client[method]!.call(cri[service], req, { deadline: Date.now() + timeoutMs }, (e, r) => (e ? reject(e) : resolve(r as T))));
+  };
 
   /** Until a runtime half other than `old` serves (ListPodSandbox answers: recovery is done). */
   const servingAgain = async (old?: number): Promise<void> => {
@@ -188,7 +195,7 @@ describe('crash recovery: the runtime half killed at any instant leaves nothing 
     node.env.USERNODE_TEST_RUNTIME_RESTART_MS = '0';
     agent = node.start();
     await agent.ready();
-    cri = criClients(node.socket);
+    cri = quickClients(node.socket);
     await call('image', 'PullImage', { image: { image: busybox } });
   });
 
@@ -314,7 +321,7 @@ describe('crash recovery: the runtime half killed at any instant leaves nothing 
 
     agent = node.start();
     await agent.ready(120000);
-    cri = criClients(node.socket);
+    cri = quickClients(node.socket);
     await servingAgain();
     for (const { pod, container } of ids) {
       const p = await call<{ status: { state: string } }>('runtime', 'PodSandboxStatus', { podSandboxId: pod });
@@ -330,6 +337,26 @@ describe('crash recovery: the runtime half killed at any instant leaves nothing 
     assert.deepEqual(left, zero(left), `left behind after a wiped runtime folder:\n${JSON.stringify(left, null, 2)}`);
   });
 });
+
+/**
+ * CRI clients that reconnect within moments: grpc-js backs a channel off up to
+ * two minutes after failed connections, and this test's runtime half is down
+ * hundreds of times.
+ */
+function quickClients(socketPath: string): CriClients {
+  const cri = loadCri();
+  const options = { 'grpc.initial_reconnect_backoff_ms': 20, 'grpc.min_reconnect_backoff_ms': 20, 'grpc.max_reconnect_backoff_ms': 100 };
+  const runtime = new cri.runtime.v1.RuntimeService(`unix://${socketPath}`, grpc.credentials.createInsecure(), options);
+  const image = new cri.runtime.v1.ImageService(`unix://${socketPath}`, grpc.credentials.createInsecure(), options);
+  return {
+    runtime,
+    image,
+    close: () => {
+      runtime.close();
+      image.close();
+    },
+  };
+}
 
 function httpGet(socketPath: string, path: string): Promise<string> {
   return new Promise((resolve, reject) => {
