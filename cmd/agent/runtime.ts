@@ -165,8 +165,9 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
   // Before serving: adopt what the records name, release what a killed
   // runtime half left without one, and trust nothing of a runtime folder that
   // was wiped (reboot, logout) beyond what the records in the data folder say.
+  const recoveryStart = Date.now();
   const recovered = await recoverRuntime({ pods, containers, log: log.child('recover'), podCIDR: c.network.podCIDR, ipamDir: join(p.cniIpamDir, c.network.networkName), viewRoot: containersViewRoot });
-  log.info('recovered', { ...recovered });
+  log.info('recovered', { ...recovered, ms: Date.now() - recoveryStart });
   // Whatever a crash mid-pull left is not referenced by any record; after the
   // container records are loaded, so the layers their rootfs stand on stay.
   await images.collectGarbage();
@@ -270,6 +271,7 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
   await exits.ready;
   await server.start();
   serving = true;
+  log.info('runtime half serving', { sinceStartMs: Math.round(process.uptime() * 1000) });
   await new Promise<void>((resolve) => {
     for (const sig of ['SIGTERM', 'SIGINT'] as const) process.once(sig, () => resolve());
   });

@@ -141,10 +141,12 @@ describe('crash recovery: the runtime half killed at any instant leaves nothing 
     assert.equal(nat.code, 0, nat.stderr);
     const ports = JSON.parse(await httpGet(join(run, 'rootlesskit', 'api.sock'), '/v1/ports')) as Array<{ spec: { childIP?: string } }> | null;
     const inNode = [];
+    // slirp4netns joins the node's user namespace from the host's network namespace.
+    const hostNet = await readlink('/proc/self/ns/net');
     for (const p of await processesOf(process.getuid?.() ?? 0)) {
       if (p.userNs !== ns.userNs || p.pid === ns.holderPid) continue;
       const net = await readlink(`/proc/${p.pid}/ns/net`).catch(() => '');
-      inNode.push({ comm: p.comm, podNetwork: net !== '' && net !== ns.netNs });
+      inNode.push({ comm: p.comm, podNetwork: net !== '' && net !== ns.netNs && net !== hostNet });
     }
     return {
       'netns bind mounts': mountinfo.filter((l) => l.includes(`${run}/netns/`)).length,
@@ -249,7 +251,8 @@ describe('crash recovery: the runtime half killed at any instant leaves nothing 
         await sleep(Math.floor(Math.random() * 300));
       } else {
         await servingAgain();
-        await sleep(Math.floor(Math.random() * 400));
+        // Up to about one pod cycle (Run, Create, Start, Stop, Remove) after it serves again.
+        await sleep(Math.floor(Math.random() * 900));
       }
       const pid = runtimePid();
       try {
@@ -268,6 +271,10 @@ describe('crash recovery: the runtime half killed at any instant leaves nothing 
     await removeEverything();
     const left = await leftovers();
     t.diagnostic(`left after ${kills} kills: ${JSON.stringify(left)}`);
+    const median = (xs: number[]): number => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
+    const field = (msg: string, name: string): number[] =>
+      agent.log.split('\n').filter((l) => l.includes(`msg=${/\s/.test(msg) ? `"${msg}"` : msg} `)).map((l) => Number(new RegExp(` ${name}=(\\d+)`).exec(l)?.[1]));
+    t.diagnostic(`runtime half: serving ${median(field('runtime half serving', 'sinceStartMs'))} ms after it starts (median), recovery ${median(field('recovered', 'ms'))} ms of that`);
     assert.deepEqual(left, zero(left), `left behind after ${kills} kills and removing every pod:\n${JSON.stringify(left, null, 2)}`);
     assert.ok(kills >= 200, `only ${kills} kills`);
 
