@@ -46,6 +46,8 @@ describe('crash recovery: the runtime half killed at any instant leaves nothing 
   let multilayer: string;
   let killFile: string;
   let kills = 0;
+  // Host ports are the test host's: a range of this run's own, away from other runs'.
+  const portBase = 20000 + Math.floor(Math.random() * 30) * 1000;
   let seq = 0;
 
   const runtimePid = (): number => Number(readFileSync(join(node.runtimeDir, 'runtime.pid'), 'utf8'));
@@ -73,7 +75,7 @@ describe('crash recovery: the runtime half killed at any instant leaves nothing 
     // Every other pod shares a process namespace (catatonit holds it).
     linux: { securityContext: { namespaceOptions: { pid: i % 2 === 0 ? 'POD' : 'CONTAINER' } } },
     // Every third pod has a host port (rootlesskit forward and portmap's NAT rules).
-    portMappings: i % 3 === 0 ? [{ protocol: 'TCP', containerPort: 80, hostPort: 20000 + (i % 20000) }] : [],
+    portMappings: i % 3 === 0 ? [{ protocol: 'TCP', containerPort: 80, hostPort: portBase + (i % 10000) }] : [],
   });
 
   /** As kubelet does with pods it no longer wants: stop and remove (here: every pod of `worker`). */
@@ -215,7 +217,7 @@ describe('crash recovery: the runtime half killed at any instant leaves nothing 
       // Pull steps need the image's blobs and layers to be absent.
       if (via === 'pull') await call('image', 'RemoveImage', { image: { image: multilayer } });
       await writeFile(killFile, step);
-      for (let tries = 0; tries < 3 && existsSync(killFile); tries++) {
+      for (let tries = 0; tries < 6 && existsSync(killFile); tries++) {
         if (via === 'cycle') await cycle();
         else await pull();
       }
@@ -284,6 +286,8 @@ describe('crash recovery: the runtime half killed at any instant leaves nothing 
   });
 
   it('recovers from a wiped runtime folder (reboot, logout) from its records: pods NOTREADY, leases and ports released, containers EXITED', async () => {
+    await rm(killFile, { force: true });
+    await servingAgain();
     const ids: Array<{ pod: string; container: string }> = [];
     for (let k = 0; k < 2; k++) {
       const config = podConfig(3 * (1000 + k));
