@@ -71,6 +71,7 @@ export async function runNode(c: AgentConfig, env: NodeJS.ProcessEnv): Promise<n
       command: { file: file!, args, env: { ...env, PATH: toolPath(env.PATH) } },
       log: log.child('supervisor'),
       pidFile: p.runtimePid,
+      ...restartBackoff(env),
       probe: () => criVersion(c.criSocket, 1000).then(
         () => true,
         () => false,
@@ -108,4 +109,14 @@ export async function runNode(c: AgentConfig, env: NodeJS.ProcessEnv): Promise<n
     await unwind();
     throw e;
   }
+}
+
+/**
+ * Test-only: USERNODE_TEST_RUNTIME_RESTART_MS sets a fixed delay before each
+ * restart of the runtime half (the crash-recovery test kills it hundreds of
+ * times; the growing default back-off would reach 30 s after eight kills).
+ */
+function restartBackoff(env: NodeJS.ProcessEnv): { backoffMs?: (n: number) => number } {
+  const ms = Number(env.USERNODE_TEST_RUNTIME_RESTART_MS);
+  return env.USERNODE_TEST_RUNTIME_RESTART_MS && Number.isFinite(ms) && ms >= 0 ? { backoffMs: () => ms } : {};
 }

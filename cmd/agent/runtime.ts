@@ -1,12 +1,12 @@
+import { readFileSync, rmSync } from 'node:fs';
 import { access, constants, mkdir, readFile } from 'node:fs/promises';
 
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 
-import { podAttachment } from '../../pkg/cri/pod_network.js';
 import type { PodRuntime } from '../../pkg/cri/pods.js';
 import { CriServer } from '../../pkg/cri/server.js';
-import { CniNetwork, type CniResult } from '../../pkg/netns/cni/invoke.js';
+import { CniNetwork } from '../../pkg/netns/cni/invoke.js';
 import { PodNamespaces } from '../../pkg/netns/pod_namespaces.js';
 import { RootlesskitPorts } from '../../pkg/netns/rootlesskit/ports.js';
 import { runTool } from '../../pkg/netns/exec_tool.js';
@@ -49,6 +49,7 @@ import type { PortManager } from '../../pkg/netns/port_manager.js';
 import { StreamingServer } from '../../pkg/streaming/server.js';
 import { type AgentConfig, pathsOf } from './config.js';
 import { agentVersion } from './version.js';
+import { recoverRuntime } from '../../pkg/cri/recover.js';
 
 // The runtime half: started by the node half through nsenter, it runs as uid 0
 // of the node's user namespace, inside the node's network and mount
@@ -69,6 +70,7 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
     return 1;
   }
   const p = pathsOf(c);
+  const crashPoint = testCrashPoints(process.env, log);
   for (const d of [p.cniIpamDir, p.imagesDir, p.snapshotsDir]) await mkdir(d, { recursive: true, mode: 0o700 });
   const conflist = await writeConflist(p.cniConfDir, {
     networkName: c.network.networkName,
@@ -112,11 +114,10 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
     registry: new RegistryClient({ hosts: c.registries, log: log.child('registry') }),
     log: log.child('images'),
     scratchDir: join(p.imagesDir, 'tmp'),
+    ...(crashPoint ? { crashPoint } : {}),
     // Layers a container's rootfs stands on stay until the container is removed.
     layersInUse: () => containerStoreRef.current?.layersInUse() ?? new Set<string>(),
   });
-  // Whatever a crash mid-pull left is not referenced by any record.
-  await images.collectGarbage();
   const sandboxes = new SandboxStore(p.sandboxRecordsDir);
   await sandboxes.init();
   const podNamespaces = new PodNamespaces({
@@ -138,7 +139,6 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
     nodeHostname: hostname(),
     nodeIds: { uids: idCountOf(await readFile('/proc/self/uid_map', 'utf8')), gids: idCountOf(await readFile('/proc/self/gid_map', 'utf8')) },
   };
-  await recoverSandboxes(pods, log);
   const containerStore = new ContainerStore(p.containerRecordsDir);
   await containerStore.init();
   containerStoreRef.current = containerStore;
@@ -151,9 +151,10 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
   if (containerCgroups.canEnforceLimits) log.info('containers get cgroups of their own: limits are enforced', { under: containerCgroups.path });
   else log.warn('resource limits will not be enforced', { reason: containerCgroups.reason });
   const unenforcedLimits = containerCgroups.canEnforceLimits ? (['hugepages'] as const) : (['cpu', 'memory', 'pids', 'hugepages'] as const);
+  const containersViewRoot = '/run/usernode/userns';
   const containers: ContainerRuntime = {
     store: containerStore,
-    rootfs: new ContainerRootfs({ root: p.snapshotsDir, viewRoot: '/run/usernode/userns', snapshotter: snap.snapshotter, mount: c.tools.mount ?? '/bin/mount', umount: c.tools.umount ?? '/bin/umount', cp: c.tools.cp ?? '/bin/cp' }),
+    rootfs: new ContainerRootfs({ root: p.snapshotsDir, viewRoot: containersViewRoot, snapshotter: snap.snapshotter, mount: c.tools.mount ?? '/bin/mount', umount: c.tools.umount ?? '/bin/umount', cp: c.tools.cp ?? '/bin/cp' }),
     // On the node namespace's own /run, as the user-namespace views: the binds exist only in its mount namespace.
     mountSources: new MountSources({ root: '/run/usernode/mounts', mount: c.tools.mount ?? '/bin/mount', umount: c.tools.umount ?? '/bin/umount' }),
     runtime: new RuncRuntime(runc, p.runcRoot),
@@ -167,6 +168,15 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
     runcRoot: p.runcRoot,
     stats: new StatsCollector({ log: log.child('stats'), noCgroupReason: cgroups.reason }),
   };
+  // Before serving: adopt what the records name, release what a killed
+  // runtime half left without one, and trust nothing of a runtime folder that
+  // was wiped (reboot, logout) beyond what the records in the data folder say.
+  const recoveryStart = Date.now();
+  const recovered = await recoverRuntime({ pods, containers, log: log.child('recover'), podCIDR: c.network.podCIDR, ipamDir: join(p.cniIpamDir, c.network.networkName), viewRoot: containersViewRoot });
+  log.info('recovered', { ...recovered, ms: Date.now() - recoveryStart });
+  // Whatever a crash mid-pull left is not referenced by any record; after the
+  // container records are loaded, so the layers their rootfs stand on stay.
+  await images.collectGarbage();
 
   // The streaming server listens on the node's loopback (where a kubelet in the
   // node namespace, or critest entered there, connects), and rootlesskit
@@ -202,6 +212,7 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
     events: new EventBus<ContainerEvent>(),
     snapshotter: snap.snapshotter,
     streaming,
+    ...(crashPoint ? { crashPoint } : {}),
     ready: () => serving,
     health: async (): Promise<RuntimeHealth> => {
       const missing: string[] = [];
@@ -269,6 +280,7 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
   await exits.ready;
   await server.start();
   serving = true;
+  log.info('runtime half serving', { sinceStartMs: Math.round(process.uptime() * 1000) });
   await new Promise<void>((resolve) => {
     for (const sig of ['SIGTERM', 'SIGINT'] as const) process.once(sig, () => resolve());
   });
@@ -286,11 +298,6 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
   return 0;
 }
 
-/**
- * After a restart: a READY pod whose network namespace is no longer mounted
- * (the node namespace was made anew, e.g. after a reboot) has lost its
- * network; it is NOTREADY now, so kubelet recreates it.
- */
 /**
  * Starts the streaming server in the node namespace and forwards the same
  * port from the host (rootlesskit's port driver) at the configured address: a
@@ -318,39 +325,34 @@ async function exposeStreaming(streaming: StreamingServer, ports: PortManager, a
   }
 }
 
-async function recoverSandboxes(pods: PodRuntime, log: ReturnType<typeof createLogger>): Promise<void> {
-  const { store, cni, namespaces } = pods;
-  const mounts = await readFile('/proc/self/mountinfo', 'utf8');
-  for (const r of store.list()) {
-    if (r.state !== 'SANDBOX_READY') continue;
-    // What the pod needs to be ready: its network namespace still mounted and
-    // still as ADD left it (CNI CHECK), its process namespace's PID 1 alive.
-    let lost: string | undefined;
-    if (r.namespaces.net && !mounts.includes(` ${r.namespaces.net} `)) lost = 'its network namespace is gone';
-    else if (r.pidNamespace && !(await namespaces.pidNamespaceAlive(r.pidNamespace))) lost = "its process namespace's PID 1 is gone";
-    else if (r.namespaces.net && r.network) {
-      lost = await cni.check(podAttachment(r.id, r.metadata, r.namespaces.net, r.portMappings), r.network.cniResult as CniResult).then(
-        () => undefined,
-        (e: unknown) => `its network fails the CNI CHECK: ${(e as Error).message}`,
-      );
+/**
+ * Test-only fault injection (test/integration/crash_recovery.test.ts):
+ * USERNODE_TEST_KILL_AT_FILE names a file the test writes "<step>[:<n>]"
+ * into; the n-th time (default the first) this process reaches that step
+ * (CriContext.crashPoint) it removes the file and SIGKILLs itself, as a
+ * crash there would. A file, not the variable itself: the restarted runtime
+ * half inherits the environment and must not die at the same step again.
+ */
+function testCrashPoints(env: NodeJS.ProcessEnv, log: ReturnType<typeof createLogger>): ((step: string) => void) | undefined {
+  const file = env.USERNODE_TEST_KILL_AT_FILE;
+  if (!file) return undefined;
+  log.warn('test-only fault injection is on', { file });
+  const seen = new Map<string, number>();
+  return (step) => {
+    let want: string;
+    try {
+      want = readFileSync(file, 'utf8').trim();
+    } catch {
+      return;
     }
-    if (!lost) continue;
-    log.warn('pod sandbox is broken; marking it NOTREADY', { id: r.id.slice(0, 12), reason: lost });
-    // DEL with a gone netns still releases the IP lease and NAT rules (CNI spec: DEL tolerates missing state).
-    for (const id of r.network?.hostPortForwards ?? []) {
-      await pods.ports.remove(id).catch((e: unknown) => log.warn('releasing a host port of the lost pod failed', { id: r.id.slice(0, 12), error: (e as Error).message }));
-    }
-    if (r.network) {
-      const netns = r.namespaces.net && mounts.includes(` ${r.namespaces.net} `) ? r.namespaces.net : '';
-      await cni
-        .del(podAttachment(r.id, r.metadata, netns, r.portMappings), r.network.cniResult as CniResult | undefined)
-        .catch((e: unknown) => log.warn('releasing the lost pod network failed', { id: r.id.slice(0, 12), error: (e as Error).message }));
-    }
-    if (r.pidNamespace) await namespaces.stopPidNamespace(r.pidNamespace);
-    const { network: _n, ...rest } = r;
-    void _n;
-    await store.update({ ...rest, state: 'SANDBOX_NOTREADY' });
-  }
+    const [name, n] = want.split(':');
+    if (name !== step) return;
+    const count = (seen.get(want) ?? 0) + 1;
+    seen.set(want, count);
+    if (count < Number(n ?? 1)) return;
+    rmSync(file, { force: true });
+    process.kill(process.pid, 'SIGKILL');
+  };
 }
 
 /** cp -a keeps owners, modes, links and times: a copy-snapshotter layer starts as its parent. */

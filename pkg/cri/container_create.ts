@@ -15,7 +15,10 @@ import type { CriContext } from './context.js';
 // CreateContainer: the image's layers under a rootfs of the container's own,
 // an OCI spec joining the pod's namespaces, and the container created (not
 // started) by runc under conmon, which outlives the agent. A failure midway
-// leaves no mount, bundle or process.
+// leaves no mount, bundle or process. The record is the commit point,
+// written last: a crash before it leaves only things named by the
+// container's id (snapshots/containers/<id>, bundles/<id>, runc's state,
+// conmon's argv), which the next start releases (recover.ts).
 
 export async function createContainer(req: CreateContainerRequest__Output, ctx: CriContext): Promise<CreateContainerResponse> {
   const config = req.config;
@@ -82,6 +85,7 @@ async function create(req: CreateContainerRequest__Output, ctx: CriContext, sand
     const layers = ctx.images.layerPaths(image);
     const rootfs = await c.rootfs.prepare(id, layers, sandbox.userns);
     undo.push('rootfs', () => c.rootfs.remove(id));
+    ctx.crashPoint?.('create_container.rootfs');
     // Image volumes become read-only binds of the image's merged tree (or of a folder in it).
     const mounts = [...(config.mounts ?? [])];
     for (const [i, v] of volumeImages) {
@@ -110,6 +114,7 @@ async function create(req: CreateContainerRequest__Output, ctx: CriContext, sand
     const bundle = join(c.bundlesDir, id);
     await mkdir(bundle, { recursive: true, mode: 0o700 });
     undo.push('bundle', () => rm(bundle, { recursive: true, force: true }));
+    ctx.crashPoint?.('create_container.bundle');
 
     const sandboxConfig = sandbox.config as { linux?: { securityContext?: { namespaceOptions?: { pid?: string } }; sysctls?: Record<string, string> } };
     const termPath = join(bundle, 'termination-log');
@@ -146,6 +151,7 @@ async function create(req: CreateContainerRequest__Output, ctx: CriContext, sand
     });
     for (const n of notes) log.warn('not enforced rootless', { container: id.slice(0, 12), note: n });
     await writeFile(join(bundle, 'config.json'), JSON.stringify(spec));
+    ctx.crashPoint?.('create_container.spec');
 
     const logPath = sandbox.logDirectory && config.logPath ? join(sandbox.logDirectory, config.logPath) : join(bundle, 'container.log');
     await mkdir(dirname(logPath), { recursive: true });
@@ -169,6 +175,7 @@ async function create(req: CreateContainerRequest__Output, ctx: CriContext, sand
     // the host paths' submounts busy in the node's mount namespace, where a
     // client (critest) removes its folders.
     await c.mountSources.release(id).catch((e: unknown) => log.warn('pinned mount sources stay until the container is removed', { id: id.slice(0, 12), error: messageOf(e) }));
+    ctx.crashPoint?.('create_container.conmon');
 
     const record: ContainerRecord = {
       id,
@@ -205,6 +212,7 @@ async function create(req: CreateContainerRequest__Output, ctx: CriContext, sand
     await ctx.pods.store.whileReady(sandbox.id, () => c.store.add(record));
     undo.release();
     lease.release();
+    ctx.crashPoint?.('create_container.record');
     log.info('container created', { id: id.slice(0, 12), name: metadata.name, pod: sandbox.id.slice(0, 12) });
     return { containerId: id };
   } catch (e: unknown) {

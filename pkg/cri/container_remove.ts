@@ -21,10 +21,21 @@ export async function removeContainer(req: RemoveContainerRequest__Output, ctx: 
 
 export async function removeRecord(r: ContainerRecord, c: ContainerRuntime): Promise<void> {
   await stopRecord(r, 0, c);
-  await c.runtime.delete(r.id, true);
-  await c.mountSources.release(r.id);
-  await c.rootfs.remove(r.id);
-  await rm(r.bundle, { recursive: true, force: true });
-  await rm(join(c.exitDir, r.id), { force: true });
+  await releaseContainer(c, r.id);
   await c.store.delete(r.id);
+}
+
+/**
+ * What a container holds, all named by its id: runc's state (and a process
+ * still in it), the mount sources pinned for it, its rootfs (unmounted), bundle, exit file and conmon's attach
+ * folder. Shared with recovery (recover.ts), which finds them by that id when
+ * no record names them. Idempotent.
+ */
+export async function releaseContainer(c: ContainerRuntime, id: string): Promise<void> {
+  await c.runtime.delete(id, true);
+  await c.mountSources.release(id);
+  await c.rootfs.remove(id);
+  await rm(join(c.bundlesDir, id), { recursive: true, force: true });
+  await rm(join(c.exitDir, id), { force: true });
+  await rm(join(c.socketDir, id), { recursive: true, force: true });
 }

@@ -12,7 +12,10 @@ export async function startContainer(req: StartContainerRequest__Output, ctx: Cr
   // Taken before runc start: a process that exits at once must not finish before it started.
   const startedAt = nowNs();
   await c.runtime.start(r.id);
+  // A crash here leaves a CREATED record for a running process: recovery asks runc (recover.ts).
+  ctx.crashPoint?.('start_container.runc_start');
   await c.store.update({ ...r, state: 'CONTAINER_RUNNING', startedAt });
+  ctx.crashPoint?.('start_container.record');
   ctx.log.info('container started', { id: r.id.slice(0, 12), name: r.metadata.name });
   return {};
 }

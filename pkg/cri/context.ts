@@ -45,4 +45,10 @@ export interface CriContext {
   features: { userNamespaces: boolean; recursiveReadOnlyMounts: boolean };
   /** The streaming server Exec, Attach and PortForward hand out URLs of. */
   streaming: Pick<StreamingServer, 'url'>;
+  /**
+   * Test-only fault injection (crash_recovery.test.ts): called between the
+   * side effects of the RPCs that change state, with the step's name; the
+   * hook may end the process there (SIGKILL). Absent in production.
+   */
+  crashPoint?: (step: string) => void;
 }

@@ -3,13 +3,16 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 import type { Logger } from '../log/logger.js';
 import { type ContainerRuntime, refresh } from './containers.js';
+import { reconcileContainer } from './recover.js';
 
 // Notices a container that exits by itself while nobody asks about it, so its
 // record says EXITED (and a CONTAINER_STOPPED event goes out) within moments,
 // not at the next status call. conmon writes the exit file into the exit
 // folder (atomically: a temp file renamed into place); an inotify watch on
 // the folder sees it. inotify can overflow or miss a folder that is made
-// anew, so a periodic rescan of the live containers is the safety net.
+// anew, so a periodic rescan of the live containers is the safety net. The
+// rescan also notices a container whose conmon died without an exit file
+// (killed, or its runtime folder wiped): runc is asked then (recover.ts).
 // Lifecycle as every long-running piece: run(signal), ready, done.
 
 export interface ExitWatcherOptions {
@@ -63,15 +66,16 @@ export class ExitWatcher {
 
   private async rescan(): Promise<void> {
     const live = this.opts.containers.store.list().filter((r) => r.state === 'CONTAINER_RUNNING');
-    await Promise.all(live.map((r) => this.check(r.id)));
+    await Promise.all(live.map((r) => this.check(r.id, true)));
   }
 
-  private async check(id: string): Promise<void> {
+  private async check(id: string, monitorToo = false): Promise<void> {
     const c = this.opts.containers;
     const r = c.store.find(id);
     if (!r) return;
     try {
-      await refresh(r, c);
+      if (monitorToo) await reconcileContainer(r, c, this.opts.log);
+      else await refresh(r, c);
     } catch (e: unknown) {
       this.opts.log.warn('recording a container exit failed', { id: id.slice(0, 12), error: (e as Error).message });
     }

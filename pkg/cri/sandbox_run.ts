@@ -16,6 +16,11 @@ import type { CriContext } from './context.js';
 // pause process), its network attachment on the usernode0 bridge (CNI:
 // loopback, bridge + host-local, portmap), and its hosts/resolv.conf files.
 // Every step pushes its undo; a failure leaves no netns, veth, lease or file.
+// The record is the commit point, written last: a crash before it leaves
+// only things named by the pod's id (netns/<id>, pods/files/<id>, the CNI
+// container id of the lease and NAT rules, catatonit's environment, a host
+// port forwarding to the leased address), which the next start releases
+// (recover.ts).
 
 export async function runPodSandbox(req: RunPodSandboxRequest__Output, ctx: CriContext): Promise<RunPodSandboxResponse> {
   const config = req.config;
@@ -56,15 +61,19 @@ export async function runPodSandbox(req: RunPodSandboxRequest__Output, ctx: CriC
       ? await pods.namespaces.createInUserNamespace(id, hostname, userns)
       : await pods.namespaces.create(id, hostname, { network: !hostNetwork, ipc: nsOpts?.ipc !== 'NODE' });
     undo.push('pod namespaces', () => pods.namespaces.remove(id));
-    const pidNamespace = nsOpts?.pid === 'POD' ? await pods.namespaces.startPidNamespace(ns.user) : undefined;
+    ctx.crashPoint?.('run_pod_sandbox.namespaces');
+    const pidNamespace = nsOpts?.pid === 'POD' ? await pods.namespaces.startPidNamespace(ns.user, id) : undefined;
     if (pidNamespace) undo.push('pod process namespace', () => pods.namespaces.stopPidNamespace(pidNamespace));
+    if (pidNamespace) ctx.crashPoint?.('run_pod_sandbox.pid_namespace');
 
     let network: SandboxRecord['network'];
     if (ns.net) {
       const attach = podAttachment(id, metadata, ns.net, portMappings);
       await pods.cni.loopback('ADD', attach);
+      ctx.crashPoint?.('run_pod_sandbox.loopback');
       const result: CniResult = await pods.cni.add(attach);
       undo.push('pod network', () => pods.cni.del(attach, result));
+      ctx.crashPoint?.('run_pod_sandbox.cni_add');
       const ips = (result.ips ?? []).map((x) => x.address.split('/')[0]!);
       if (ips.length === 0) throw invalidArgument('the CNI plugins gave the pod no IP address', { field: 'cni' });
       // Each host port: on the user's host, forwarded to the pod's address inside the node.
@@ -73,6 +82,7 @@ export async function runPodSandbox(req: RunPodSandboxRequest__Output, ctx: CriC
         const f = await pods.ports.add({ protocol: m.protocol, hostIP: m.hostIP ?? '0.0.0.0', hostPort: m.hostPort, childIP: ips[0]!, childPort: m.containerPort });
         hostPortForwards.push(f.id);
         undo.push(`host port ${m.hostPort}`, () => pods.ports.remove(f.id));
+        ctx.crashPoint?.('run_pod_sandbox.host_port');
       }
       network = { ip: ips[0]!, additionalIps: ips.slice(1), cniResult: result, hostPortForwards };
     }
@@ -81,6 +91,7 @@ export async function runPodSandbox(req: RunPodSandboxRequest__Output, ctx: CriC
     const dns = config.dnsConfig ? { servers: config.dnsConfig.servers, searches: config.dnsConfig.searches, options: config.dnsConfig.options } : undefined;
     undo.push('pod files', () => rm(dir, { recursive: true, force: true }));
     const files = await writePodFiles(dir, hostname, network?.ip, dns, pods.nodeResolvConf);
+    ctx.crashPoint?.('run_pod_sandbox.files');
 
     const record: SandboxRecord = {
       id,
@@ -103,6 +114,7 @@ export async function runPodSandbox(req: RunPodSandboxRequest__Output, ctx: CriC
     };
     await pods.store.add(record);
     undo.release();
+    ctx.crashPoint?.('run_pod_sandbox.record');
     log.info('pod sandbox ready', { id: id.slice(0, 12), pod: `${md.namespace}/${md.name}`, ip: network?.ip ?? 'host' });
     return { podSandboxId: id };
   } catch (e: unknown) {

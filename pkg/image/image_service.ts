@@ -60,6 +60,8 @@ export interface ImageServiceOptions {
   onPullStart?: () => void;
   onBytes?: (n: number) => void;
   onPull?: (e: { ref: string; bytes: number; seconds: number; ok: boolean }) => void;
+  /** Test-only fault injection between a pull's side effects (CriContext.crashPoint). */
+  crashPoint?: (step: string) => void;
 }
 
 const layerTypes = new Set<string>([
@@ -160,7 +162,9 @@ export class ImageService {
     log.info('pulling image', { image: formatReference(ref) });
     try {
       const { manifest, manifestDigest, chain } = await this.resolveManifest(ref, source, signal, added, lease);
+      this.o.crashPoint?.('pull_image.manifest');
       const configBytes = await this.fetchSmall(ref, manifest.config, source, signal, added, lease);
+      this.o.crashPoint?.('pull_image.config');
       bytes += configBytes.length;
       const config = parseJson<ImageConfig>(configBytes, `config of ${formatReference(ref)}`);
       const diffIds = config.rootfs?.diff_ids ?? [];
@@ -188,6 +192,7 @@ export class ImageService {
               await this.o.content.ingest(l.digest, l.size, (s) => source.blob(l.digest, l.size, s), signal);
               bytes += l.size;
               log.info('layer fetched', { image: formatReference(ref), layer: l.digest, bytes: l.size, of: `${i + 1}/${layers.length}` });
+              this.o.crashPoint?.('pull_image.layer_fetched');
             }
             fetched[i]!.resolve();
           } catch (e: unknown) {
@@ -207,6 +212,7 @@ export class ImageService {
             if (await this.o.layers.has(chainId)) return;
             added.chains.add(chainId);
             await this.o.layers.unpack(chainId, i > 0 ? chains[i - 1] : undefined, diffIds[i]!, this.o.content.path(layers[i]!.digest), signal);
+            this.o.crashPoint?.('pull_image.layer_unpacked');
           }),
         );
       }
@@ -229,6 +235,7 @@ export class ImageService {
       };
       const saved = await this.serial(() => this.o.images.put(record, tagReference(ref), `${repositoryOf(ref)}@${chain[0]}`));
       lease.release();
+      this.o.crashPoint?.('pull_image.record');
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       log.info('image pulled', { image: formatReference(ref), id: saved.id, bytes, seconds: seconds.toFixed(3) });
       if (observed) this.o.onPull?.({ ref: formatReference(ref), bytes, seconds, ok: true });

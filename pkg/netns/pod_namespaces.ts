@@ -34,6 +34,9 @@ export interface PidNamespaceHolder {
   startTime: number;
 }
 
+/** The environment variable naming the pod a process namespace holder (catatonit, its unshare) belongs to. */
+export const pidNamespaceOwnerEnv = 'USERNODE_POD_SANDBOX_ID';
+
 export interface IdMap {
   containerId: number;
   hostId: number;
@@ -125,11 +128,15 @@ export class PodNamespaces {
    * reaps what is reparented to it); it runs detached, so it outlives agent
    * restarts, and inside the pod's user namespace when it has one (the
    * containers mount /proc of it). `unshare --fork` stays as its parent.
+   * Both carry the pod's id in their environment (pidNamespaceOwnerEnv): an
+   * agent killed before it recorded the holder finds it by that on its next
+   * start (pkg/cri/recover.ts).
    */
-  async startPidNamespace(userNamespace?: string): Promise<PidNamespaceHolder> {
+  async startPidNamespace(userNamespace?: string, sandboxId?: string): Promise<PidNamespaceHolder> {
     const unshare = [this.o.unshare, '--pid', '--fork', '--kill-child', '--', this.o.catatonit, '-P'];
     const [file, ...args] = userNamespace ? [this.o.nsenter, `--user=${userNamespace}`, '--', ...unshare] : unshare;
-    const parent = spawn(file!, args, { detached: true, stdio: 'ignore' });
+    const env = sandboxId ? { ...process.env, [pidNamespaceOwnerEnv]: sandboxId } : process.env;
+    const parent = spawn(file!, args, { detached: true, stdio: 'ignore', env });
     const failed = new Promise<never>((_, reject) => {
       parent.once('error', reject);
       parent.once('exit', (code) => reject(new Error(`exit code ${code}`)));

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { closeSync, constants, openSync, readFileSync } from 'node:fs';
-import { open, stat } from 'node:fs/promises';
+import { open, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { failedPrecondition, internal, messageOf } from '../errdefs/errors.js';
@@ -79,6 +79,18 @@ export class ConmonMonitor implements ContainerMonitor {
       });
       pipe?.on('end', () => finish(internal(`conmon ended without reporting the container${errText() ? `: ${errText()}` : ''}`, { field: 'container' })));
     });
+  }
+
+  /**
+   * conmon writes its pid to the bundle's conmon.pid (-P); the process of
+   * that pid is still it when its argv names the container (a pid may be
+   * reused; a zombie's argv is empty).
+   */
+  async alive(bundle: string, id: string): Promise<boolean> {
+    const pid = Number.parseInt(await readFile(join(bundle, 'conmon.pid'), 'utf8').catch(() => ''), 10);
+    if (!(pid > 0)) return false;
+    const argv = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+    return argv.split('\0').includes(id);
   }
 
   /** The container's terminal (a tty container, attached) takes this size. */

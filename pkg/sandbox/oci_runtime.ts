@@ -40,4 +40,10 @@ export interface ContainerMonitor {
   reopenLog(bundle: string, logPath: string): Promise<void>;
   /** Sets the terminal size of a tty container (attach). */
   resizeTerminal(bundle: string, width: number, height: number): Promise<void>;
+  /**
+   * Whether the monitor of container `id` (bundle `bundle`) still runs: when
+   * it is gone no exit file will ever come, and the container's state must be
+   * asked of the OCI runtime (pkg/cri/recover.ts). Absent: assumed alive.
+   */
+  alive?(bundle: string, id: string): Promise<boolean>;
 }
