@@ -38,8 +38,10 @@ export function websocketSession(ws: WebSocket, version: RemoteCommandVersion, o
     if (!isBinary || data.length === 0) return;
     const channel = data[0];
     const body = data.subarray(1);
-    if (channel === STDIN) stdin?.write(body);
-    else if (channel === RESIZE) {
+    // stdin written after the client closed it (v5's 255 0, or the close) would be an 'error' with no listener: the end of the process.
+    if (channel === STDIN) {
+      if (stdin && !stdin.writableEnded) stdin.write(body);
+    } else if (channel === RESIZE) {
       const size = parseResize(body);
       if (size) resize.push(size);
     } else if (channel === CLOSE && version === 'v5.channel.k8s.io' && body[0] === STDIN) stdin?.end();
