@@ -137,3 +137,19 @@ export function checkContainerConfig(config: ContainerConfig): asserts config is
   checkContainerName(config.metadata.name);
   checkPathBelow(config.logPath, 'config.log_path');
 }
+
+/**
+ * Registry credentials go into HTTP headers: a bearer token as it is, `auth`
+ * as the Basic credentials it already is (base64 of "user:password", as in a
+ * docker config). A character a header cannot carry is the caller's mistake,
+ * not an unreachable registry.
+ */
+export function checkAuthConfig(a: { auth: string; registryToken: string }, prefix = 'auth'): void {
+  if (a.registryToken !== '' && !/^[\x21-\x7e]+$/.test(a.registryToken)) {
+    throw invalidArgument('registry_token must be printable ASCII without spaces (it is sent as a bearer token)', { field: `${prefix}.registry_token` });
+  }
+  if (a.auth !== '') {
+    const decoded = /^[A-Za-z0-9+/]+={0,2}$/.test(a.auth) ? Buffer.from(a.auth, 'base64').toString('utf8') : '';
+    if (!decoded.includes(':')) throw invalidArgument('auth must be base64 of "username:password"', { field: `${prefix}.auth` });
+  }
+}

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
-import { checkContainerConfig, checkDnsConfig, checkPodSandboxConfig, checkSysctls } from '../../pkg/cri/validate.js';
+import { checkAuthConfig, checkContainerConfig, checkDnsConfig, checkPodSandboxConfig, checkSysctls } from '../../pkg/cri/validate.js';
 import { type DomainError, isCode } from '../../pkg/errdefs/errors.js';
 
 // What a client's strings may be where they reach paths, CNI_ARGS, resolv.conf
@@ -81,5 +81,14 @@ describe('CRI input validation', () => {
     refused(() => checkPodSandboxConfig(pod({ portMappings: [{ protocol: 'TCP', containerPort: 80, hostPort: 80, hostIp: '0.0.0.0;x' }] })), 'config.port_mappings[0].host_ip');
     refused(() => checkPodSandboxConfig(pod({ portMappings: [{ protocol: 99 as unknown as 'TCP', containerPort: 80, hostPort: 80, hostIp: '' }] })), 'config.port_mappings[0].protocol');
     refused(() => checkSysctls({ 'net/../../../proc/sysrq-trigger': '1' }, 'config.linux.sysctls'), 'config.linux.sysctls["net/../../../proc/sysrq-trigger"]');
+  });
+
+  test('registry credentials a header cannot carry are refused, not reported as an unreachable registry', () => {
+    checkAuthConfig({ auth: Buffer.from('user:pass').toString('base64'), registryToken: 'eyJhbGciOi.J9-_' });
+    checkAuthConfig({ auth: '', registryToken: '' });
+    refused(() => checkAuthConfig({ auth: '', registryToken: 'a\nb' }), 'auth.registry_token');
+    refused(() => checkAuthConfig({ auth: '', registryToken: '☃' }), 'auth.registry_token');
+    refused(() => checkAuthConfig({ auth: 'not base64!', registryToken: '' }), 'auth.auth');
+    refused(() => checkAuthConfig({ auth: Buffer.from('no-colon').toString('base64'), registryToken: '' }), 'auth.auth');
   });
 });
