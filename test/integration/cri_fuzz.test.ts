@@ -81,6 +81,30 @@ async function spdyUpgrade(url: string, protocol: string): Promise<string> {
   return text;
 }
 
+/** A SPDY upgrade of a streaming URL, then SPDY-looking frames with random bodies and plain garbage; the connection is dropped after a moment. */
+async function garbageSession(url: string, protocol: string, f: Fuzzer): Promise<void> {
+  const u = new URL(url);
+  const s = connect(Number(u.port), u.hostname);
+  s.on('error', () => undefined);
+  await Promise.race([once(s, 'connect'), new Promise((r) => setTimeout(r, 2000))]);
+  s.write(`POST ${u.pathname} HTTP/1.1\r\nHost: ${u.host}\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: ${protocol}\r\n\r\n`);
+  for (let i = 0; i < 1 + f.int(6); i++) {
+    const body = garbage(f).subarray(0, 4096);
+    const head = Buffer.alloc(8);
+    // A control frame (version 3, a type 1-9) or a data frame, with a length that may lie.
+    if (f.chance(0.6)) {
+      head.writeUInt16BE(0x8003, 0);
+      head.writeUInt16BE(1 + f.int(9), 2);
+    } else {
+      head.writeUInt32BE(f.int(16), 0);
+    }
+    head.writeUInt32BE((f.int(2) << 24) | (f.chance(0.8) ? body.length : f.int(1 << 24)), 4);
+    s.write(f.chance(0.8) ? Buffer.concat([head, body]) : body);
+  }
+  await new Promise((r) => setTimeout(r, 100));
+  s.destroy();
+}
+
 const summary = (o: unknown): string => {
   const s = JSON.stringify(o, (_k, v: unknown) => (typeof v === 'string' && v.length > 80 ? `${v.slice(0, 40)}…(${v.length} chars)` : Buffer.isBuffer(v) ? `<${v.length} bytes>` : v));
   return s.length > 600 ? `${s.slice(0, 600)}…` : s;
@@ -201,6 +225,7 @@ describe('CRI fuzz: no request takes the runtime half down', () => {
     const started = Date.now();
 
     const outcomes: Outcome[] = [];
+    let streamed = 0;
     let next = 0;
     let lastEnsure = 0;
     // Every RPC gets its share: the methods in turn, the kind of request at random.
@@ -208,7 +233,7 @@ describe('CRI fuzz: no request takes the runtime half down', () => {
       for (;;) {
         const i = next++;
         if (i >= requests) return;
-        if (i - lastEnsure >= 300) {
+        if (i - lastEnsure >= 100) {
           lastEnsure = i;
           await ensureKnown();
         }
@@ -243,6 +268,12 @@ describe('CRI fuzz: no request takes the runtime half down', () => {
         }
         const t0 = Date.now();
         const res = await callRaw(raw, service, method, body);
+        // A streaming URL handed out is used, with garbage after the upgrade: the streaming server shares the runtime half's process.
+        if (res.code === 0 && res.body && (method.name === 'Exec' || method.name === 'Attach' || method.name === 'PortForward')) {
+          const { url } = method.resolvedResponseType!.decode(res.body) as unknown as { url: string };
+          streamed++;
+          await garbageSession(url, method.name === 'PortForward' ? 'portforward.k8s.io' : 'v4.channel.k8s.io', f);
+        }
         // What the fuzz made becomes a known id for the requests after it (and is removed at the end).
         if (res.code === 0 && res.body && (method.name === 'RunPodSandbox' || method.name === 'CreateContainer')) {
           const out = method.resolvedResponseType!.decode(res.body) as unknown as { podSandboxId?: string; containerId?: string };
@@ -252,11 +283,20 @@ describe('CRI fuzz: no request takes the runtime half down', () => {
         outcomes.push({ method: method.name, kind, code: res.code, details: res.details, ms: Date.now() - t0, sample });
       }
     };
-    await Promise.all(Array.from({ length: concurrency }, () => one()));
+    // A worker that fails stops the others before the test goes on: none may make pods while the clean-up lists them.
+    const workers = Array.from({ length: concurrency }, () =>
+      one().catch((e: unknown) => {
+        next = requests;
+        throw e;
+      }),
+    );
+    const settled = await Promise.allSettled(workers);
+    for (const r of settled) if (r.status === 'rejected') throw r.reason;
     const seconds = (Date.now() - started) / 1000;
 
     const byCode = new Map<string, number>();
     for (const o of outcomes) byCode.set(grpc.status[o.code] ?? String(o.code), (byCode.get(grpc.status[o.code] ?? String(o.code)) ?? 0) + 1);
+    t.diagnostic(`${streamed} streaming URLs used with garbage after the upgrade`);
     t.diagnostic(`${outcomes.length} requests in ${seconds.toFixed(1)} s; by code: ${[...byCode].sort((a, b) => b[1] - a[1]).map(([c, n]) => `${c} ${n}`).join(', ')}`);
     const deep = ['RunPodSandbox', 'CreateContainer', 'StartContainer', 'StopContainer', 'ExecSync', 'PullImage', 'UpdateContainerResources', 'RemovePodSandbox'];
     for (const m of deep) {
