@@ -65,10 +65,17 @@ export function checkPrintable(value: string, field: string): void {
   if (control.test(value)) throw invalidArgument(`${field} ${shown(value)} must not contain control characters (NUL, newline, …)`, { field });
 }
 
+/** What the kernel takes as a path: at most 4095 bytes, each name at most 255 (ENAMETOOLONG otherwise, deep in conmon). */
+function checkPathLength(value: string, field: string): void {
+  if (Buffer.byteLength(value) > 4095) throw invalidArgument(`${field} ${shown(value)} is longer than a path may be (4095 bytes)`, { field });
+  if (value.split('/').some((name) => Buffer.byteLength(name) > 255)) throw invalidArgument(`${field} ${shown(value)} has a name longer than 255 bytes`, { field });
+}
+
 /** A folder given by absolute path (a pod's log_directory): absolute, no '..', no control characters. Empty is allowed (no logs folder). */
 export function checkAbsoluteFolder(value: string, field: string): void {
   if (value === '') return;
   checkPrintable(value, field);
+  checkPathLength(value, field);
   if (!isAbsolute(value)) throw invalidArgument(`${field} ${shown(value)} must be an absolute path`, { field });
   if (value.split('/').includes('..')) throw invalidArgument(`${field} ${shown(value)} must not contain '..'`, { field });
 }
@@ -77,6 +84,7 @@ export function checkAbsoluteFolder(value: string, field: string): void {
 export function checkPathBelow(value: string, field: string): void {
   if (value === '') return;
   checkPrintable(value, field);
+  checkPathLength(value, field);
   const n = posix.normalize(`/${value}`);
   if (value.split('/').includes('..') || n === '/') throw invalidArgument(`${field} ${shown(value)} must name a file inside the pod's log_directory (no '..')`, { field });
 }

@@ -71,6 +71,9 @@ describe('CRI input validation', () => {
     refused(() => checkContainerConfig(ctr('app', 'a/../../b')), 'config.log_path');
     refused(() => checkContainerConfig(ctr('app', '.')), 'config.log_path');
     refused(() => checkContainerConfig(ctr('app', 'app\n.log')), 'config.log_path');
+    refused(() => checkContainerConfig(ctr('app', 'y'.repeat(65536))), 'config.log_path');
+    refused(() => checkContainerConfig(ctr('app', `dir/${'n'.repeat(256)}.log`)), 'config.log_path');
+    refused(() => checkPodSandboxConfig(pod({ logDirectory: `/${'d/'.repeat(2100)}` })), 'config.log_directory');
   });
 
   test('resolv.conf gets no line of its own from a DNS setting; host_ip and protocols are what they say', () => {
