@@ -71,6 +71,9 @@ export function streamingHandlers(ctx: () => CriContext, tools: StreamTools): St
       input?.kill();
       if (!left) await session.finish({ exitCode: 0 });
     },
+    checkContainer(containerId) {
+      ctx().containers.store.get(containerId);
+    },
     portForward(req) {
       const r = ctx().pods.store.get(req.podSandboxId);
       return (port) => dialInPod({ nsenter: tools.nsenter, socat: tools.socat }, r.namespaces.net, port);

@@ -41,6 +41,8 @@ export interface StreamingHandlers {
   attach(req: AttachRequest, session: RemoteCommandSession): Promise<void>;
   /** The dialer into the pod (throws if the pod is gone). */
   portForward(req: PortForwardRequest): DialPort;
+  /** Throws (NotFound) when the container of an exec or attach is gone: the URL is then a 404, before any upgrade. */
+  checkContainer?(containerId: string): void;
 }
 
 
@@ -125,17 +127,16 @@ export class StreamingServer {
       this.refuse(socket, 404, 'unknown or expired token\n');
       return;
     }
-    // The pod of a port-forward is looked up before the upgrade: one removed since the URL was made is a 404, not a broken session.
+    // The pod of a port-forward, the container of an exec or attach, is looked up before the upgrade: one removed since the URL was made is a 404, not a broken session.
     let dial: DialPort | undefined;
-    if (pending.kind === 'portforward') {
-      try {
-        dial = this.handlers.portForward(pending.req);
-      } catch (e: unknown) {
-        const w = toWire(e);
-        this.log.warn('streaming request refused', { kind: pending.kind, error: w.message });
-        this.refuse(socket, w.httpStatus, `${w.message}\n`);
-        return;
-      }
+    try {
+      if (pending.kind === 'portforward') dial = this.handlers.portForward(pending.req);
+      else this.handlers.checkContainer?.(pending.req.containerId);
+    } catch (e: unknown) {
+      const w = toWire(e);
+      this.log.warn('streaming request refused', { kind: pending.kind, error: w.message });
+      this.refuse(socket, w.httpStatus, `${w.message}\n`);
+      return;
     }
     const remote = pending.kind === 'portforward' ? undefined : pending;
     const upgrade = (req.headers.upgrade ?? '').toLowerCase();

@@ -22,6 +22,13 @@ const gone: StreamingHandlers = {
     throw notFound('pod sandbox abc not found', { field: 'pod_sandbox_id' });
   },
 };
+/** The same, looking the container up before the upgrade as the runtime's handlers do. */
+const goneChecked: StreamingHandlers = {
+  ...gone,
+  checkContainer: (id) => {
+    throw notFound(`container ${id} not found`, { field: 'container_id' });
+  },
+};
 
 /** The raw HTTP answer to a SPDY upgrade of `url`. */
 async function spdyUpgrade(url: string, protocol: string): Promise<string> {
@@ -58,7 +65,25 @@ describe('streaming URLs of objects that are gone', () => {
     }
   });
 
-  test('an exec URL of a removed container ends with the error on the session', async () => {
+  test('an exec or attach URL of a removed container is a 404 before the upgrade (SPDY and WebSocket)', async () => {
+    const server = new StreamingServer(goneChecked, silentLogger);
+    await server.listen('127.0.0.1', 0);
+    try {
+      const opts = { stdin: false, stdout: true, stderr: false, tty: false };
+      const answer = await spdyUpgrade(server.url({ kind: 'exec', req: { containerId: 'abc', cmd: ['true'], ...opts } }), 'v4.channel.k8s.io');
+      assert.match(answer, /^HTTP\/1\.1 404 Not Found\r\n/);
+      assert.match(answer, /container abc not found/);
+      const ws = new WebSocket(server.url({ kind: 'attach', req: { containerId: 'abc', ...opts } }).replace(/^http/, 'ws'), ['v5.channel.k8s.io']);
+      const [, res] = (await once(ws, 'unexpected-response')) as [unknown, { statusCode: number }];
+      assert.equal(res.statusCode, 404);
+      ws.on('error', () => undefined);
+      ws.terminate();
+    } finally {
+      await server.close();
+    }
+  });
+
+  test('an exec URL of a container removed once the session started ends with the error on the session', async () => {
     const server = new StreamingServer(gone, silentLogger);
     await server.listen('127.0.0.1', 0);
     try {
