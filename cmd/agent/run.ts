@@ -8,7 +8,8 @@ import { enterArgv } from '../../pkg/netns/node_namespace.js';
 import { terminate } from '../../pkg/netns/procfs.js';
 import { fatalProblems, formatReport } from '../../pkg/node/preflight.js';
 import { RuntimeSupervisor } from '../../pkg/node/runtime_supervisor.js';
-import { createRegistry } from '../../pkg/metrics/registry.js';
+import { countUncaught, createRegistry } from '../../pkg/metrics/registry.js';
+import { guardProcess } from '../../pkg/log/process_guard.js';
 import { scrapeSocket, serveMetrics } from '../../pkg/metrics/server.js';
 import { failedPrecondition } from '../../pkg/errdefs/errors.js';
 import { agentVersion } from './version.js';
@@ -50,6 +51,8 @@ export async function runNode(c: AgentConfig, env: NodeJS.ProcessEnv): Promise<n
     await prepareSocketPath(c.criSocket, c.uid);
 
     const registry = createRegistry('node', agentVersion);
+    // What escapes every handler is logged with its stack and counted; the node half keeps serving.
+    guardProcess(log, (kind) => countUncaught(registry, kind));
     const metrics = await serveMetrics(c.metrics, registry, () => scrapeSocket(p.runtimeMetricsSocket)).catch((e: unknown) => {
       throw failedPrecondition(`cannot serve metrics on ${c.metrics.host}:${c.metrics.port}: ${(e as Error).message}; set metricsAddress in the config file`, {
         field: 'metricsAddress',

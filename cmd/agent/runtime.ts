@@ -30,7 +30,8 @@ import { chooseSnapshotter } from '../../pkg/image/snapshotter_probe.js';
 import { UnpackPool } from '../../pkg/image/unpack_pool.js';
 import { criMetrics } from '../../pkg/metrics/cri.js';
 import { imageMetrics } from '../../pkg/metrics/image.js';
-import { createRegistry } from '../../pkg/metrics/registry.js';
+import { countUncaught, createRegistry } from '../../pkg/metrics/registry.js';
+import { guardProcess } from '../../pkg/log/process_guard.js';
 import { runtimeMetrics } from '../../pkg/metrics/runtime.js';
 import { readNetDev } from '../../pkg/netns/net_dev.js';
 import { serveMetrics } from '../../pkg/metrics/server.js';
@@ -103,6 +104,8 @@ export async function runRuntime(resolvedPath: string): Promise<number> {
   await Promise.all([content.init(), imageRecords.init(), layers.init()]);
   const containerStoreRef: { current?: ContainerStore } = {};
   const registry = createRegistry('runtime', agentVersion);
+  // What escapes every handler is logged with its stack and counted; the runtime half keeps serving.
+  guardProcess(log, (kind) => countUncaught(registry, kind));
   const pullMetrics = imageMetrics(registry);
   const images = new ImageService({
     onPullStart: () => pullMetrics.pullStarted(),

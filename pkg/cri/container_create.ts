@@ -11,6 +11,7 @@ import { containerNameKey, type ContainerRecord } from '../sandbox/container_sto
 import type { SandboxRecord } from '../sandbox/sandbox_store.js';
 import { CleanupStack } from './cleanup_stack.js';
 import type { CriContext } from './context.js';
+import { checkContainerConfig } from './validate.js';
 
 // CreateContainer: the image's layers under a rootfs of the container's own,
 // an OCI spec joining the pod's namespaces, and the container created (not
@@ -23,7 +24,7 @@ import type { CriContext } from './context.js';
 export async function createContainer(req: CreateContainerRequest__Output, ctx: CriContext): Promise<CreateContainerResponse> {
   const config = req.config;
   if (!config) throw invalidArgument('a container config is required', { field: 'config' });
-  if (!config.metadata?.name) throw invalidArgument('metadata.name must not be empty', { field: 'config.metadata.name' });
+  checkContainerConfig(config);
   const imageName = config.image?.image ?? '';
   if (imageName === '') throw invalidArgument('an image is required', { field: 'config.image.image' });
   const sandbox = ctx.pods.store.find(req.podSandboxId);

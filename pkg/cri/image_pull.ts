@@ -2,6 +2,7 @@ import type { PullImageRequest__Output, PullImageResponse } from '../../proto/ty
 import { invalidArgument } from '../errdefs/errors.js';
 import type { Credentials } from '../image/registry_client.js';
 import type { CriContext } from './context.js';
+import { checkAuthConfig } from './validate.js';
 
 // PullImage: fetch, verify and unpack; the response names the image id, as
 // containerd answers.
@@ -9,6 +10,7 @@ export async function pullImage(req: PullImageRequest__Output, ctx: CriContext, 
   const image = req.image?.image ?? '';
   if (image === '') throw invalidArgument('an image reference is required', { field: 'image.image' });
   const a = req.auth;
+  if (a) checkAuthConfig(a);
   const creds: Credentials | undefined = a
     ? {
         ...(a.username ? { username: a.username } : {}),

@@ -51,10 +51,10 @@ export function instrumentUnary(
         callback(null, res);
       } catch (e: unknown) {
         const w = toWire(e);
-        op.finish(w.grpcCode, w.message);
-        callback({ code: w.grpcCode, details: w.message, metadata: new grpc.Metadata() }, null);
+        op.finish(w.grpcCode, detailsOf(w.message));
+        callback({ code: w.grpcCode, details: detailsOf(w.message), metadata: new grpc.Metadata() }, null);
       }
-    })();
+    })().catch((e: unknown) => ctx.log.error('answering a CRI call failed', { rpc: method, error: e instanceof Error ? (e.stack ?? e.message) : String(e) }));
   };
 }
 
@@ -96,11 +96,21 @@ export function instrumentStreaming(
         // A cancelled call has nobody to tell; its end is logged as CANCELLED.
         if (op.signal.aborted) return op.finish(grpc.status.CANCELLED);
         const w = toWire(e);
-        op.finish(w.grpcCode, w.message);
-        call.emit('error', { code: w.grpcCode, details: w.message, metadata: new grpc.Metadata() });
+        op.finish(w.grpcCode, detailsOf(w.message));
+        call.emit('error', { code: w.grpcCode, details: detailsOf(w.message), metadata: new grpc.Metadata() });
       }
-    })();
+    })().catch((e: unknown) => ctx.log.error('answering a CRI call failed', { rpc: method, error: e instanceof Error ? (e.stack ?? e.message) : String(e) }));
   };
+}
+
+/**
+ * The status message as sent: an error quoting a client's megabyte-long
+ * name would not fit in the HTTP/2 trailer (the client would see INTERNAL);
+ * the log line keeps the whole message.
+ */
+const maxDetails = 4096;
+function detailsOf(message: string): string {
+  return message.length <= maxDetails ? message : `${message.slice(0, maxDetails)}… (${message.length} characters)`;
 }
 
 /** Throws what the call must be answered with before its handler runs. */

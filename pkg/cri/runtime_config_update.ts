@@ -12,6 +12,8 @@ const noted = new Set<string>();
 export async function updateRuntimeConfig(req: UpdateRuntimeConfigRequest__Output, ctx: CriContext): Promise<UpdateRuntimeConfigResponse> {
   const cidr = req.runtimeConfig?.networkConfig?.podCidr ?? '';
   if (cidr !== '' && !noted.has(cidr)) {
+    // Kubelet sends one CIDR again and again; a client sending ever new ones must not grow this set without end.
+    if (noted.size >= 16) noted.clear();
     noted.add(cidr);
     ctx.log.info("kubelet gave the node's pod CIDR; pods keep addresses from usernode's own network (network.podCIDR)", { podCIDR: cidr });
   }

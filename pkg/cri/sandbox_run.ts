@@ -11,6 +11,7 @@ import { CleanupStack } from './cleanup_stack.js';
 import { podAttachment } from './pod_network.js';
 import { podUserNamespace } from './pod_userns.js';
 import type { CriContext } from './context.js';
+import { checkHostname, checkPodSandboxConfig } from './validate.js';
 
 // RunPodSandbox: a pod is its namespaces (network, IPC, UTS, bind-mounted, no
 // pause process), its network attachment on the usernode0 bridge (CNI:
@@ -25,11 +26,8 @@ import type { CriContext } from './context.js';
 export async function runPodSandbox(req: RunPodSandboxRequest__Output, ctx: CriContext): Promise<RunPodSandboxResponse> {
   const config = req.config;
   if (!config) throw invalidArgument('a pod sandbox config is required', { field: 'config' });
+  checkPodSandboxConfig(config);
   const md = config.metadata;
-  if (!md) throw invalidArgument('metadata is required', { field: 'config.metadata' });
-  for (const k of ['name', 'namespace', 'uid'] as const) {
-    if (!md[k]) throw invalidArgument(`metadata.${k} must not be empty`, { field: `config.metadata.${k}` });
-  }
   if (req.runtimeHandler !== '' && req.runtimeHandler !== 'runc') {
     throw invalidArgument(`unknown runtime handler "${req.runtimeHandler}" (usernode has "" and "runc")`, { field: 'runtime_handler' });
   }
@@ -47,8 +45,7 @@ export async function runPodSandbox(req: RunPodSandboxRequest__Output, ctx: CriC
   });
   // No hostname given: the node's, as containerd does (kubelet always sends one).
   const hostname = config.hostname || pods.nodeHostname;
-  // The kernel keeps at most 64 bytes of a host name.
-  if (!/^[a-zA-Z0-9]([a-zA-Z0-9._-]{0,63})$/.test(hostname)) throw invalidArgument(`hostname "${hostname}" is not a valid host name (at most 64 letters, digits, '.', '_' or '-')`, { field: 'config.hostname' });
+  checkHostname(hostname);
 
   const id = randomBytes(32).toString('hex');
   // Before the first await: of two requests for one name, one gets it, the other ALREADY_EXISTS.

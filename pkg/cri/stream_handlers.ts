@@ -39,7 +39,7 @@ export function streamingHandlers(ctx: () => CriContext, tools: StreamTools): St
         (x.stdin as Writable).on('error', () => undefined);
         session.stdin.pipe(x.stdin as NodeJS.WritableStream & Writable);
       }
-      session.resize.listen((s) => void x.resize(s.width, s.height));
+      session.resize.listen((s) => void x.resize(s.width, s.height).catch(() => undefined));
       // A client that vanished breaks these pipes: that is its leaving, not an error (caught at once: unhandled, it would end the process).
       const outs = [pipeline(x.stdout, session.stdout ?? discard()).catch(() => undefined), pipeline(x.stderr, session.stderr ?? discard()).catch(() => undefined)];
       const exitCode = await x.exit;
@@ -70,6 +70,9 @@ export function streamingHandlers(ctx: () => CriContext, tools: StreamTools): St
       follower.stop();
       input?.kill();
       if (!left) await session.finish({ exitCode: 0 });
+    },
+    checkContainer(containerId) {
+      ctx().containers.store.get(containerId);
     },
     portForward(req) {
       const r = ctx().pods.store.get(req.podSandboxId);

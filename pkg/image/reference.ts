@@ -45,6 +45,8 @@ export function parseReference(ref: string, field = 'image'): ImageReference {
     rest = rest.slice(0, colon);
     if (!tagPattern.test(tag)) throw bad(`"${tag}" is not a valid tag`);
   }
+  // The grammar's limit (distribution's NameTotalLengthMax): a longer name is refused here, not sent to a registry that answers 500.
+  if (rest.length > 255) throw bad(`the name is ${rest.length} characters; at most 255`);
   const parts = rest.split('/');
   let domain = dockerHubDomain;
   const first = parts[0]!;

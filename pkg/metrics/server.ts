@@ -79,6 +79,7 @@ export function scrapeSocket(socket: string, timeoutMs = 2000): Promise<string> 
       res.setEncoding('utf8');
       res.on('data', (c: string) => (body += c));
       res.on('end', () => resolve(res.statusCode === 200 ? body : ''));
+      res.on('error', () => resolve(''));
     });
     req.on('timeout', () => req.destroy());
     req.on('error', () => resolve(''));

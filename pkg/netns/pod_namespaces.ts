@@ -88,6 +88,8 @@ export class PodNamespaces {
     });
     let stderr = '';
     holder.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    // A holder that died already makes the final write an EPIPE: unheard, that 'error' would end the runtime half.
+    holder.stdin.on('error', () => undefined);
     const exited = new Promise<void>((resolve) => holder.on('close', () => resolve()));
     try {
       await new Promise<void>((resolve, reject) => {

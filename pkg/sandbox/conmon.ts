@@ -4,6 +4,7 @@ import { open, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { failedPrecondition, internal, messageOf } from '../errdefs/errors.js';
+import { type SyncReport, SyncPipeReader } from './conmon_sync.js';
 import type { ContainerMonitor, MonitorCreate } from './oci_runtime.js';
 
 // conmon (Debian) holds each container's stdio, writes its output in the CRI
@@ -53,7 +54,6 @@ export class ConmonMonitor implements ContainerMonitor {
           return '';
         }
       };
-      let sync = '';
       let settled = false;
       const finish = (e: Error | undefined, pid?: number): void => {
         if (settled) return;
@@ -61,6 +61,7 @@ export class ConmonMonitor implements ContainerMonitor {
         clearTimeout(timer);
         const p = child.stdio[3] as (NodeJS.ReadableStream & { destroy?: () => void }) | null;
         p?.removeAllListeners();
+        p?.on('error', () => undefined);
         // conmon reports the exit in the exit folder; our end of the pipe is done.
         p?.destroy?.();
         if (e) reject(e);
@@ -69,15 +70,28 @@ export class ConmonMonitor implements ContainerMonitor {
       const timer = setTimeout(() => finish(internal(`conmon did not report the container within 60 s${errText() ? `: ${errText()}` : ''}`, { field: 'container' })), 60000);
       child.on('error', (e) => finish(internal(`cannot start conmon (${this.conmon}): ${e.message}`, { field: 'conmon' })));
       const pipe = child.stdio[3] as NodeJS.ReadableStream | null;
+      const reader = new SyncPipeReader();
+      const report = (r: SyncReport): void => {
+        if (r.data > 0) return finish(undefined, r.data);
+        // runc refused this container as configured (a command that is not there, a mount that cannot be made): the caller's to fix.
+        finish(failedPrecondition(`runc could not create the container: ${(r.message ?? errText()).trim() || 'no reason given'}`, { field: 'config' }));
+      };
+      // A listener that threw would take the whole runtime half down: whatever conmon writes ends in a report or an error.
       pipe?.on('data', (d: Buffer) => {
-        sync += d.toString();
-        const m = /\{[^}]*\}/.exec(sync);
-        if (!m) return;
-        const msg = JSON.parse(m[0]) as { data?: number; message?: string };
-        if (typeof msg.data === 'number' && msg.data > 0) finish(undefined, msg.data);
-        else finish(internal(`runc could not create the container: ${(msg.message ?? errText()).trim() || 'no reason given'}`, { field: 'container' }));
+        try {
+          const r = reader.push(d.toString());
+          if (r) report(r);
+        } catch (e: unknown) {
+          finish(internal(`conmon's report could not be read: ${messageOf(e)}`, { field: 'container' }));
+        }
       });
-      pipe?.on('end', () => finish(internal(`conmon ended without reporting the container${errText() ? `: ${errText()}` : ''}`, { field: 'container' })));
+      pipe?.on('error', (e: Error) => finish(internal(`conmon's sync pipe failed: ${e.message}`, { field: 'container' })));
+      pipe?.on('end', () => {
+        const r = reader.end();
+        if (r) return report(r);
+        const said = reader.leftover().trim() || errText();
+        finish(internal(`conmon ended without reporting the container${said ? `: ${said}` : ''}`, { field: 'container' }));
+      });
     });
   }
 

@@ -51,6 +51,9 @@ export function execExitCode(code: number | null, signal: NodeJS.Signals | null,
   return c;
 }
 
+/** The longest delay setTimeout keeps (2^31-1 ms); a longer one fires at once. */
+const maxTimerMs = 2 ** 31 - 1;
+
 export async function runcExecSync(runc: string, root: string, bundle: string, id: string, cmd: readonly string[], timeoutSeconds: number, signal?: AbortSignal): Promise<ExecResult> {
   const spec = JSON.parse(await readFile(join(bundle, 'config.json'), 'utf8')) as { process: Record<string, unknown> };
   const proc = { ...spec.process, args: cmd, terminal: false };
@@ -74,7 +77,8 @@ export async function runcExecSync(runc: string, root: string, bundle: string, i
       child.stdout.on('data', collect(out));
       child.stderr.on('data', collect(err));
       let timedOut = false;
-      const timer = timeoutSeconds > 0 ? setTimeout(() => ((timedOut = true), void killCommand()), timeoutSeconds * 1000) : undefined;
+      // A timeout past what a timer holds (about 24.8 days) is no timeout: Node would fire it after 1 ms.
+      const timer = timeoutSeconds > 0 && timeoutSeconds * 1000 <= maxTimerMs ? setTimeout(() => ((timedOut = true), void killCommand()), timeoutSeconds * 1000) : undefined;
       const onAbort = (): void => {
         void killCommand();
       };

@@ -58,7 +58,7 @@ export async function startStreamExec(o: StreamExecOptions): Promise<StreamExec>
     child.on('error', () => resolve(126));
     child.on('close', (code, sig) => resolve(execExitCode(code, sig, stderrText)));
   });
-  void exit.finally(() => Promise.all([rm(procFile, { force: true }), rm(pidFile, { force: true })]));
+  void exit.finally(() => Promise.all([rm(procFile, { force: true }), rm(pidFile, { force: true })])).catch(() => undefined);
 
   let done = false;
   void exit.then(() => (done = true));

@@ -40,6 +40,8 @@ export function servePortForward(spdy: SpdySession, dial: DialPort, log: (msg: s
 }
 
 async function forward(data: SpdyStream, error: SpdyStream, dial: DialPort, log: (msg: string, fields: LogFields) => void): Promise<void> {
+  // Either stream may break with the connection; unheard, an 'error' would end the process.
+  error.on('error', () => undefined);
   error.resume();
   const port = Number.parseInt(data.headers['port'] ?? '', 10);
   const fail = (message: string): void => {

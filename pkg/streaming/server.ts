@@ -4,6 +4,8 @@ import type { Duplex } from 'node:stream';
 
 import { createWebSocketStream, WebSocketServer } from 'ws';
 
+import { toWire } from '../errdefs/codes.js';
+import { messageOf } from '../errdefs/errors.js';
 import type { Logger } from '../log/logger.js';
 
 import { type DialPort, portForwardProtocol, servePortForward } from './portforward.js';
@@ -39,6 +41,8 @@ export interface StreamingHandlers {
   attach(req: AttachRequest, session: RemoteCommandSession): Promise<void>;
   /** The dialer into the pod (throws if the pod is gone). */
   portForward(req: PortForwardRequest): DialPort;
+  /** Throws (NotFound) when the container of an exec or attach is gone: the URL is then a 404, before any upgrade. */
+  checkContainer?(containerId: string): void;
 }
 
 
@@ -62,7 +66,15 @@ export class StreamingServer {
       const status = this.route(req) ? 400 : 404;
       res.writeHead(status, { 'content-type': 'text/plain' }).end(status === 400 ? 'upgrade to SPDY/3.1 or websocket\n' : 'not found\n');
     });
-    this.http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.upgrade(req, socket, head));
+    // A throw out of this listener would end the runtime half: whatever goes wrong ends this one connection.
+    this.http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      try {
+        this.upgrade(req, socket, head);
+      } catch (e: unknown) {
+        this.log.warn('streaming request failed', { error: messageOf(e) });
+        socket.destroy();
+      }
+    });
   }
 
   /** Listens; resolves with the port (0: any free one). `urlHost`: the host the URLs name (default: `host`). */
@@ -102,7 +114,7 @@ export class StreamingServer {
   }
 
   private refuse(socket: Duplex, status: number, text: string): void {
-    const reason = { 400: 'Bad Request', 403: 'Forbidden', 404: 'Not Found' }[status] ?? 'Error';
+    const reason = { 400: 'Bad Request', 403: 'Forbidden', 404: 'Not Found', 412: 'Precondition Failed', 500: 'Internal Server Error', 503: 'Service Unavailable' }[status] ?? 'Error';
     socket.end(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`);
   }
 
@@ -115,6 +127,18 @@ export class StreamingServer {
       this.refuse(socket, 404, 'unknown or expired token\n');
       return;
     }
+    // The pod of a port-forward, the container of an exec or attach, is looked up before the upgrade: one removed since the URL was made is a 404, not a broken session.
+    let dial: DialPort | undefined;
+    try {
+      if (pending.kind === 'portforward') dial = this.handlers.portForward(pending.req);
+      else this.handlers.checkContainer?.(pending.req.containerId);
+    } catch (e: unknown) {
+      const w = toWire(e);
+      this.log.warn('streaming request refused', { kind: pending.kind, error: w.message });
+      this.refuse(socket, w.httpStatus, `${w.message}\n`);
+      return;
+    }
+    const remote = pending.kind === 'portforward' ? undefined : pending;
     const upgrade = (req.headers.upgrade ?? '').toLowerCase();
     if (upgrade === 'websocket') {
       // "SPDY/3.1+portforward.k8s.io" is not an RFC 6455 token ('/'), which ws
@@ -122,14 +146,14 @@ export class StreamingServer {
       const offered = req.headers['sec-websocket-protocol'];
       if (offered) req.headers['sec-websocket-protocol'] = offered.split(',').map((x) => (x.trim() === tunnelledPortForward ? tunnelledPortForwardToken : x.trim())).join(', ');
       this.ws.handleUpgrade(req, socket, head, (ws) => {
-        if (pending.kind === 'portforward') {
+        if (dial) {
           if (ws.protocol !== tunnelledPortForward) return ws.close(1002, 'port-forward needs SPDY/3.1+portforward.k8s.io');
-          servePortForward(new SpdySession(createWebSocketStream(ws)), this.handlers.portForward(pending.req), (m, f) => this.log.warn(m, f));
+          servePortForward(new SpdySession(createWebSocketStream(ws)), dial, (m, f) => this.log.warn(m, f));
           return;
         }
         const version = ws.protocol as RemoteCommandVersion;
-        if (!remoteCommandVersions.includes(version)) return ws.close(1002, 'no remote command protocol in common');
-        void this.run(pending, websocketSession(ws, version, pending.req));
+        if (!remote || !remoteCommandVersions.includes(version)) return ws.close(1002, 'no remote command protocol in common');
+        void this.run(remote, websocketSession(ws, version, remote.req));
       });
       return;
     }
@@ -147,12 +171,12 @@ export class StreamingServer {
     if (head.length > 0) socket.unshift(head);
     const spdy = new SpdySession(socket);
     spdy.on('protocolError', (e: Error) => this.log.warn('SPDY protocol error', { error: e.message }));
-    if (pending.kind === 'portforward') {
-      servePortForward(spdy, this.handlers.portForward(pending.req), (m, f) => this.log.warn(m, f));
+    if (dial || !remote) {
+      if (dial) servePortForward(spdy, dial, (m, f) => this.log.warn(m, f));
       return;
     }
-    spdySession(spdy, version as RemoteCommandVersion, pending.req).then(
-      (session) => this.run(pending, session),
+    spdySession(spdy, version as RemoteCommandVersion, remote.req).then(
+      (session) => this.run(remote, session),
       (e: Error) => {
         this.log.warn('streaming session did not start', { error: e.message });
         spdy.close();

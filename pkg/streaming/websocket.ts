@@ -68,6 +68,7 @@ export function websocketSession(ws: WebSocket, version: RemoteCommandVersion, o
     if (!isBinary || data.length === 0) return;
     const channel = data[0];
     const body = data.subarray(1);
+    // stdin written after the client closed it (v5's 255 0, or the close) would be an 'error' with no listener: the end of the process.
     if (channel === STDIN) {
       if (stdin && !stdin.writableEnded && !stdin.write(body)) pause();
     } else if (channel === RESIZE) {

@@ -166,6 +166,10 @@ describe('parseReference rejects what a registry would', () => {
   test('an absurdly long reference', () => {
     rejects(`a/${'b'.repeat(5000)}`, 'image', /too long/);
   });
+  test('a name longer than the grammar allows (255) is refused before any registry is asked', () => {
+    rejects(`registry.local:5000/${'z'.repeat(300)}:latest`, 'image', /at most 255/);
+    assert.equal(parseReference(`registry.local:5000/${'z'.repeat(200)}`).path, 'z'.repeat(200));
+  });
 });
 
 describe('formatReference, tagReference, repositoryOf', () => {

@@ -61,6 +61,8 @@ export class RootlesskitPorts implements PortManager {
           res.setEncoding('utf8');
           res.on('data', (c: string) => (text += c));
           res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+          // The API's connection breaking mid-answer is an 'error' on the response: a failed call, not an uncaught throw.
+          res.on('error', (e) => reject(unavailable(`rootlesskit API at ${this.apiSocket}: ${e.message}`, { cause: e })));
         },
       );
       req.on('timeout', () => req.destroy(new Error('rootlesskit API timed out')));
