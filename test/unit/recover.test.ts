@@ -209,3 +209,58 @@ describe('the orphan sweep at start', () => {
     await assert.rejects(stat(d('bundles', ctrX)), 'the leftover bundle stays');
   });
 });
+
+describe('the orphan sweep and records moved aside', () => {
+  test('what a record moved aside (unparsable) names is left as it is; a leftover no record names is released', async () => {
+    const { recoverRuntime } = await import('../../pkg/cri/recover.js');
+    const { SandboxStore } = await import('../../pkg/sandbox/sandbox_store.js');
+    const { movedAsideRecords } = await import('../../pkg/store/json_records.js');
+    const kept = '3'.repeat(64); // its record did not parse: its bundle, lease and netns folder stay
+    const gone = '4'.repeat(64); // nothing names it: released
+    const dir = await folders.fresh('aside');
+    const d = (...p: string[]): string => join(dir, ...p);
+    for (const f of ['netns', 'files', 'ipam', 'exits', 'attach', 'runc', 'snapshots/containers']) await mkdir(d(f), { recursive: true });
+    for (const f of [d('bundles', kept), d('bundles', gone), d('netns', kept)]) await mkdir(f, { recursive: true });
+    await writeFile(d('ipam', '10.88.0.9'), `${kept}\r\neth0`);
+    const sandboxes = new SandboxStore(d('sandboxes'));
+    await sandboxes.init();
+    const store = new ContainerStore(d('records'));
+    await store.init();
+    const calls: string[] = [];
+    const pods = {
+      store: sandboxes,
+      podsDir: d('files'),
+      namespaces: {
+        paths: (id: string) => ({ net: d('netns', id, 'net'), ipc: d('netns', id, 'ipc'), uts: d('netns', id, 'uts'), user: d('netns', id, 'user') }),
+        remove: async (id: string) => void calls.push(`netns remove ${id.slice(0, 1)}`),
+        pidNamespaceAlive: async () => true,
+        stopPidNamespace: async () => undefined,
+      },
+      cni: { del: async (a: { containerId: string }) => void calls.push(`cni del ${a.containerId.slice(0, 1)}`), check: async () => undefined },
+      ports: { list: async () => [{ id: 7, protocol: 'tcp' as const, hostIP: '0.0.0.0', hostPort: 8090, childIP: '10.88.0.9', childPort: 80 }], remove: async (id: number) => void calls.push(`port remove ${id}`) },
+    } as unknown as import('../../pkg/cri/pods.js').PodRuntime;
+    const containers = {
+      store,
+      exitDir: d('exits'),
+      socketDir: d('attach'),
+      bundlesDir: d('bundles'),
+      runcRoot: d('runc'),
+      cgroups: { canEnforceLimits: false },
+      monitor: { alive: async () => false },
+      mountSources: { ids: async () => [], release: async (id: string) => void calls.push(`mounts release ${id.slice(0, 1)}`) },
+      rootfs: { dir: (id: string) => d('snapshots/containers', id), remove: async (id: string) => void calls.push(`rootfs remove ${id.slice(0, 1)}`) },
+      runtime: { state: async () => undefined, kill: async () => undefined, delete: async (id: string) => void calls.push(`runc delete ${id.slice(0, 1)}`) },
+    } as unknown as ContainerRuntime;
+    movedAsideRecords.push({ file: d('records', `${kept}.json`), movedTo: d('records', 'corrupt', `${kept}.json.x`), error: 'Unexpected end of JSON input', at: new Date().toISOString() });
+    try {
+      await recoverRuntime({ pods, containers, log: silentLogger, podCIDR: '10.88.0.0/16', ipamDir: d('ipam'), settleMs: 100 });
+    } finally {
+      movedAsideRecords.pop();
+    }
+    assert.ok(calls.includes('runc delete 4'), `the leftover no record names is released: ${calls.join('; ')}`);
+    assert.deepEqual(calls.filter((c) => c.includes(' 3')), [], 'nothing of the id whose record was moved aside is released');
+    assert.ok(!calls.includes('port remove 7'), "the moved-aside pod's host port stays");
+    await stat(d('bundles', kept));
+    await stat(d('netns', kept));
+  });
+});
