@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import type { StopContainerRequest__Output, StopContainerResponse } from '../../proto/types.js';
 import { invalidArgument } from '../errdefs/errors.js';
 import type { ContainerRecord } from '../sandbox/container_store.js';
+import { maxTimerMs } from '../sandbox/runc_exec.js';
 import { type ContainerRuntime, refresh } from './containers.js';
 import type { CriContext } from './context.js';
 
@@ -62,8 +63,8 @@ async function waitForExit(id: string, c: ContainerRuntime, ms: number, signal?:
     };
     signal?.addEventListener('abort', finish, { once: true });
     const check = (): void => void present().then((yes) => yes && finish());
-    // Past 2^31-1 ms Node fires a timer at once: a timeout that long is waited for as long as a timer can.
-    const timer = setTimeout(finish, Math.min(ms, 2 ** 31 - 1));
+    // Past maxTimerMs Node fires a timer at once: a timeout that long is waited for as long as a timer can.
+    const timer = setTimeout(finish, Math.min(ms, maxTimerMs));
     const poll = setInterval(check, 250);
     try {
       watcher = watch(c.exitDir, { persistent: false }, (_event, name) => name === id && check());

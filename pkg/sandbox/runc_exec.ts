@@ -52,7 +52,7 @@ export function execExitCode(code: number | null, signal: NodeJS.Signals | null,
 }
 
 /** The longest delay setTimeout keeps (2^31-1 ms); a longer one fires at once. */
-const maxTimerMs = 2 ** 31 - 1;
+export const maxTimerMs = 2 ** 31 - 1;
 
 export async function runcExecSync(runc: string, root: string, bundle: string, id: string, cmd: readonly string[], timeoutSeconds: number, signal?: AbortSignal): Promise<ExecResult> {
   const spec = JSON.parse(await readFile(join(bundle, 'config.json'), 'utf8')) as { process: Record<string, unknown> };
